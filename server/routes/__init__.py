@@ -1,0 +1,1 @@
+"""hermesd.server.routes."""
