@@ -1,0 +1,169 @@
+"""The llama.cpp engine: a loaded model, one batching scheduler, and the asyncio bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig
+from hermesd.runtime.engine.protocol import (
+    EngineEvent,
+    FinishEvent,
+    GenerationRequest,
+    ModelInfo,
+)
+from hermesd.runtime.engine.scheduler import ContextConfig, Scheduler, Sequence
+from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthExceeded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: LlamaModelConfig
+    context: ContextConfig
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class LlamaStream:
+    """Events of one request, fed by the decode thread through the event loop."""
+
+    def __init__(self, engine: LlamaCppEngine, seq: Sequence, queue: asyncio.Queue[EngineEvent]) -> None:
+        self._engine = engine
+        self._seq = seq
+        self._queue = queue
+        self._done = False
+        self.prompt_tokens = len(seq.prompt)
+
+    def __aiter__(self) -> AsyncIterator[EngineEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[EngineEvent]:
+        try:
+            while not self._done:
+                event = await self._queue.get()
+                if isinstance(event, FinishEvent):
+                    self._done = True
+                yield event
+        finally:
+            if not self._done:
+                self._engine.scheduler.cancel(self._seq)
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            self._engine.scheduler.cancel(self._seq)
+
+
+class LlamaCppEngine:
+    """Implements `Engine` on llama-cpp-python's low-level API."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        t0 = time.monotonic()
+        self.config = config
+        self.model = LlamaModel(config.model)
+        try:
+            self.scheduler = Scheduler(self.model, config.context)
+        except Exception:
+            self.model.close()
+            raise
+        self._info = self._build_info()
+        log.info(
+            "model %s loaded in %.1f s (%d slots x %d tokens)",
+            config.model.path,
+            time.monotonic() - t0,
+            config.context.parallel,
+            self.scheduler.n_ctx_seq,
+        )
+
+    def _build_info(self) -> ModelInfo:
+        meta = self.model.metadata
+        arch = meta.get("general.architecture", "")
+        return ModelInfo(
+            path=str(self.config.model.path),
+            architecture=arch,
+            name=meta.get("general.name", "") or meta.get("general.basename", ""),
+            context_length=self.scheduler.n_ctx_seq,
+            train_context_length=self.model.n_ctx_train,
+            parallel=self.config.context.parallel,
+            bos_token=self.model.token_text(self.model.bos_id),
+            eos_token=self.model.token_text(self.model.eos_id),
+            chat_template=self.model.chat_template(),
+            metadata=meta,
+        )
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def ready(self) -> bool:
+        return self.scheduler.thread.is_alive()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.model.tokenize(text))
+
+    async def submit(self, request: GenerationRequest) -> LlamaStream:
+        # tokenizing a long prompt takes milliseconds: keep it off the event loop
+        tokens = await asyncio.to_thread(self.model.tokenize, request.prompt)
+        context = self.scheduler.n_ctx_seq
+        if len(tokens) >= context:
+            raise ContextLengthExceeded(len(tokens), request.max_tokens, context)
+        for name, _ in request.adapters:
+            if self.model.get_adapter(name) is None:
+                raise AdapterNotFound(f"adapter '{name}' is not loaded")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
+
+        def sink(event: EngineEvent) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        seq = Sequence(request=request, prompt=tokens, sink=sink, adapter_key=tuple(request.adapters))
+        self.scheduler.submit(seq)
+        return LlamaStream(self, seq, queue)
+
+    # -- adapters
+    # Both run on the decode thread (scheduler.call), between steps: requests in flight keep
+    # streaming, and no decode ever sees an adapter appear or vanish mid-step.
+    def load_adapter(self, name: str, path: str) -> None:
+        self.scheduler.call(lambda: self.model.load_adapter(name, Path(path)))
+
+    def unload_adapter(self, name: str) -> None:
+        def unload() -> None:
+            if self.model.get_adapter(name) is None:
+                raise AdapterNotFound(f"adapter '{name}' is not loaded")
+            if name in self.scheduler.adapters_in_use():
+                raise AdapterError(f"adapter '{name}' is serving requests; try again when they finish")
+            self.scheduler.forget_adapter(name)
+            self.model.free_adapter(name)
+
+        self.scheduler.call(unload)
+
+    def adapters(self) -> dict[str, str]:
+        return {name: a.path for name, a in self.model.adapters().items()}
+
+    def adapter_metadata(self, name: str) -> dict[str, str]:
+        adapter = self.model.get_adapter(name)
+        if adapter is None:
+            raise AdapterNotFound(f"adapter '{name}' is not loaded")
+        return dict(adapter.metadata)
+
+    # -- lifecycle
+    async def drain(self, timeout: float) -> None:
+        """Stop taking requests and wait up to `timeout` s for running ones to finish."""
+        with self.scheduler.cv:
+            self.scheduler.accepting = False
+        deadline = time.monotonic() + timeout
+        while self.scheduler.busy() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def close(self) -> None:
+        self.scheduler.stop()
+        self.model.close()

@@ -1,0 +1,133 @@
+"""The interface between the HTTP server and whatever runs the model.
+
+The server only ever sees these types. The llama.cpp engine implements `Engine`; tests of the
+serving layer use a fake. Keeping this small is what lets the scheduler inside the engine change
+without touching the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 20
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ReasoningControl:
+    """How the engine treats a `<think>` section while it generates.
+
+    `budget` caps the tokens spent inside reasoning; when reached, the engine writes `close_text`
+    itself so the model moves on to its answer (llama-server's --reasoning-budget, vLLM's
+    thinking_token_budget). `starts_open` is true when the prompt already opened `<think>`.
+    """
+
+    enabled: bool = False  # the request asked for reasoning
+    budget: int | None = None
+    starts_open: bool = False
+    open_tag: str = "<think>"
+    close_text: str = "\n</think>\n\n"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    # Adapter names, in order, with their scales; () is the base model.
+    adapters: tuple[tuple[str, float], ...] = ()
+    reasoning: ReasoningControl = field(default_factory=ReasoningControl)
+    # A GBNF grammar constraining the answer (after the reasoning, when reasoning is on).
+    grammar: str | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """Newly generated text (already UTF-8 complete, stop strings removed)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class FinishEvent:
+    reason: FinishReason
+    usage: Usage
+    error: str | None = None
+
+
+EngineEvent = TextEvent | FinishEvent
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: str
+    architecture: str
+    name: str
+    context_length: int  # per sequence
+    train_context_length: int
+    parallel: int
+    bos_token: str
+    eos_token: str
+    chat_template: str | None
+    metadata: dict[str, str]
+
+
+class RequestStream(Protocol):
+    """The events of one request. `aclose()` (or cancelling the consuming task and then closing)
+    aborts generation within one decode step."""
+
+    prompt_tokens: int
+
+    def __aiter__(self) -> AsyncIterator[EngineEvent]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Engine(Protocol):
+    """What the server needs from a model runner."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def ready(self) -> bool: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    async def submit(self, request: GenerationRequest) -> RequestStream:
+        """Tokenize, check limits and queue one request. Raises ContextLengthExceeded,
+        EngineOverloaded or EngineShuttingDown before anything is generated."""
+        ...
+
+    def load_adapter(self, name: str, path: str) -> None: ...
+
+    def unload_adapter(self, name: str) -> None: ...
+
+    def adapters(self) -> dict[str, str]: ...
+
+    async def drain(self, timeout: float) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,430 @@
+"""Continuous batching over one llama.cpp context with N sequence slots.
+
+One thread owns the context. Each step it takes the generating sequences of one adapter group,
+adds their next token plus chunks of pending prompts to one batch, makes one `llama_decode`, and
+samples every sequence from its own logits row with its own sampler chain. Requests join at the
+next step; finished or cancelled ones free their slot at once.
+
+Adapters apply to a whole context, not to one sequence, so sequences with different adapter sets
+cannot share a decode step. Policy: groups take turns, one step each, in round-robin order, so
+one adapter's traffic cannot starve another's. A slot's cached tokens are reused for a new
+request only when both the tokens and the adapter set match: KV computed under one adapter set is
+never reused under another (llama.cpp does not invalidate it by itself).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import llama_cpp.llama_cpp as ll
+
+from hermesd.runtime.engine.llama_model import LlamaModel
+from hermesd.runtime.engine.protocol import (
+    EngineEvent,
+    FinishEvent,
+    FinishReason,
+    GenerationRequest,
+    TextEvent,
+    Usage,
+)
+from hermesd.runtime.engine.sampling import SamplerChain
+from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
+from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+AdapterKey = tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    ctx: int = 4096  # tokens per sequence
+    parallel: int = 4
+    batch_size: int = 512
+    threads: int = 2
+    threads_batch: int = 2
+    kv_type: str = "f16"
+    flash_attn: bool = False
+    max_queue: int = 64
+
+
+_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
+
+
+@dataclass
+class Sequence:
+    request: GenerationRequest
+    prompt: list[int]
+    sink: Callable[[EngineEvent], None]
+    adapter_key: AdapterKey
+    cancelled: bool = False
+    slot: Slot | None = None
+    history: list[int] = field(default_factory=list)  # prompt + generated tokens
+    n_past: int = 0  # tokens of history already in the KV cache
+    pending: list[int] = field(default_factory=list)  # tokens to feed next (prompt chunk or sampled)
+    sampler: SamplerChain | None = None
+    assembler: TextAssembler = field(default_factory=TextAssembler)
+    tracker: ReasoningTracker = field(default_factory=ReasoningTracker)
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)
+    adapter_key: AdapterKey = ()
+    busy: Sequence | None = None
+    last_used: float = 0.0
+
+
+class Scheduler:
+    def __init__(self, model: LlamaModel, config: ContextConfig) -> None:
+        self.model = model
+        self.config = config
+        params = ll.llama_context_default_params()
+        params.n_ctx = config.ctx * config.parallel
+        params.n_seq_max = config.parallel
+        params.n_batch = max(config.batch_size, config.parallel)
+        params.n_ubatch = min(params.n_batch, 512)
+        params.n_threads = config.threads
+        params.n_threads_batch = config.threads_batch
+        params.kv_unified = False  # every slot owns exactly `ctx` cells
+        params.no_perf = True
+        params.type_k = _KV_TYPES[config.kv_type]
+        params.type_v = _KV_TYPES[config.kv_type]
+        params.flash_attn_type = 1 if config.flash_attn else 0
+        ctx = ll.llama_init_from_model(model.handle, params)
+        if not ctx:
+            raise ModelLoadError(
+                f"{model.config.path}: llama.cpp could not create a context of {config.parallel} x "
+                f"{config.ctx} tokens (not enough memory?); lower --ctx or --parallel"
+            )
+        self.ctx = ctx
+        self.n_ctx_seq = ll.llama_n_ctx_seq(ctx)
+        self.memory = ll.llama_get_memory(ctx)
+        self.n_batch = params.n_batch
+        self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
+        self.slots = [Slot(seq_id=i) for i in range(config.parallel)]
+        self.waiting: deque[Sequence] = deque()
+        self.cv = threading.Condition()
+        self.stopping = False
+        self.accepting = True
+        self._current_adapters: AdapterKey = ()
+        self._group_turn = 0
+        self._control: deque[tuple[Callable[[], object], Future[object]]] = deque()
+        self.steps = 0
+        self.thread = threading.Thread(target=self._run, name="hermesd-decode", daemon=True)
+        self.thread.start()
+
+    # -- called from any thread
+    def submit(self, seq: Sequence) -> None:
+        with self.cv:
+            if not self.accepting:
+                raise EngineShuttingDown("the server is shutting down")
+            free = sum(1 for s in self.slots if s.busy is None)
+            if len(self.waiting) >= free + self.config.max_queue:
+                raise EngineOverloaded(
+                    f"server busy: {len(self.slots)} requests running and {len(self.waiting)} waiting"
+                )
+            self.waiting.append(seq)
+            self.cv.notify()
+
+    def cancel(self, seq: Sequence) -> None:
+        with self.cv:
+            seq.cancelled = True
+            self.cv.notify()
+
+    def busy(self) -> int:
+        with self.cv:
+            return len(self.waiting) + sum(1 for s in self.slots if s.busy is not None)
+
+    def stop(self) -> None:
+        with self.cv:
+            self.stopping = True
+            self.accepting = False
+            self.cv.notify()
+        self.thread.join(timeout=30)
+        if not self.thread.is_alive():
+            ll.llama_batch_free(self.batch)
+            ll.llama_free(self.ctx)
+            self.ctx = None
+
+    def call(self, fn: Callable[[], object], timeout: float = 120.0) -> object:
+        """Run `fn` on the decode thread between two steps, so it never races a decode."""
+        future: Future[object] = Future()
+        with self.cv:
+            if self.stopping:
+                raise EngineShuttingDown("the server is shutting down")
+            self._control.append((fn, future))
+            self.cv.notify()
+        return future.result(timeout=timeout)
+
+    # -- run on the decode thread through call()
+    def adapters_in_use(self) -> set[str]:
+        used = {n for s in self.slots if s.busy for n, _ in s.busy.adapter_key}
+        return used | {n for q in self.waiting for n, _ in q.adapter_key}
+
+    def forget_adapter(self, name: str) -> None:
+        """Drop cached prefixes computed under `name` and stop referring to it."""
+        for slot in self.slots:
+            if slot.busy is None and any(n == name for n, _ in slot.adapter_key):
+                slot.cached = []
+                slot.adapter_key = ()
+                ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        if any(n == name for n, _ in self._current_adapters):
+            self._apply_adapters(())
+
+    # -- the decode thread
+    def _run(self) -> None:
+        while True:
+            with self.cv:
+                while not self.stopping and not self.waiting and not self._active() and not self._control:
+                    self.cv.wait()
+                if self.stopping:
+                    break
+                control = list(self._control)
+                self._control.clear()
+            for fn, future in control:
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+            with self.cv:
+                self._drop_cancelled_waiting()
+                self._admit()
+            try:
+                self._step()
+            except Exception:  # a bug here must end the affected requests, not the daemon
+                log.exception("decode step failed")
+                for seq in self._active():
+                    self._finish(seq, "error", "internal error in the decode loop")
+        for seq in self._active():
+            self._finish(seq, "error", "the server is shutting down")
+        for seq in list(self.waiting):
+            seq.sink(FinishEvent("error", Usage(len(seq.prompt), 0), "the server is shutting down"))
+        self.waiting.clear()
+        for _fn, future in self._control:
+            future.set_exception(EngineShuttingDown("the server is shutting down"))
+
+    def _active(self) -> list[Sequence]:
+        return [s.busy for s in self.slots if s.busy is not None]
+
+    def _drop_cancelled_waiting(self) -> None:
+        for seq in [s for s in self.waiting if s.cancelled]:
+            self.waiting.remove(seq)
+            seq.sink(FinishEvent("cancelled", Usage(len(seq.prompt), 0)))
+
+    def _admit(self) -> None:
+        while self.waiting:
+            free = [s for s in self.slots if s.busy is None]
+            if not free:
+                return
+            seq = self.waiting.popleft()
+            slot = self._choose_slot(seq, free)
+            self._attach(seq, slot)
+
+    def _choose_slot(self, seq: Sequence, free: list[Slot]) -> Slot:
+        best, best_len = None, 0
+        for slot in free:
+            if slot.adapter_key != seq.adapter_key:
+                continue
+            n = _common_prefix(slot.cached, seq.prompt)
+            if n > best_len:
+                best, best_len = slot, n
+        if best is not None:
+            return best
+        return min(free, key=lambda s: s.last_used)
+
+    def _attach(self, seq: Sequence, slot: Slot) -> None:
+        keep = 0
+        if slot.adapter_key == seq.adapter_key:
+            keep = min(_common_prefix(slot.cached, seq.prompt), len(seq.prompt) - 1)
+        if keep < len(slot.cached) and not ll.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1):
+            keep = 0
+            ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        if keep == 0 and slot.cached:
+            ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        slot.busy = seq
+        slot.adapter_key = seq.adapter_key
+        slot.cached = []
+        seq.slot = slot
+        seq.history = list(seq.prompt)
+        seq.n_past = keep
+        seq.cached_tokens = keep
+        seq.pending = seq.prompt[keep:]
+        req = seq.request
+        trigger = req.reasoning.close_text.strip() if req.grammar and req.reasoning.budget != 0 else None
+        seq.sampler = SamplerChain(
+            req.sampling,
+            vocab=self.model.vocab,
+            grammar=req.grammar,
+            grammar_trigger=trigger if _thinking_possible(req) else None,
+        )
+        seq.assembler = TextAssembler(stops=req.stop)
+        seq.tracker = ReasoningTracker(
+            open_tag=req.reasoning.open_tag,
+            close_tag=req.reasoning.close_text.strip(),
+            starts_open=req.reasoning.starts_open,
+        )
+        if req.reasoning.starts_open and req.reasoning.budget == 0:
+            self._force_close(seq, [])
+
+    def _step(self) -> None:
+        for seq in self._active():
+            if seq.cancelled:
+                self._finish(seq, "cancelled")
+        active = self._active()
+        if not active:
+            return
+        groups: dict[AdapterKey, list[Sequence]] = {}
+        for seq in active:
+            groups.setdefault(seq.adapter_key, []).append(seq)
+        keys = sorted(groups)
+        key = keys[self._group_turn % len(keys)]
+        self._group_turn += 1
+        if key != self._current_adapters:
+            self._apply_adapters(key)
+        members = groups[key]
+
+        batch = self.batch
+        n = 0
+        outputs: list[tuple[Sequence, int]] = []
+        # generating sequences first: one token each keeps every stream moving
+        order = sorted(members, key=lambda s: len(s.pending) > 1)
+        for seq in order:
+            if not seq.pending:
+                continue
+            room = self.n_batch - n
+            if room <= 0:
+                break
+            take = seq.pending[:room]
+            for j, tok in enumerate(take):
+                batch.token[n] = tok
+                batch.pos[n] = seq.n_past + j
+                batch.n_seq_id[n] = 1
+                batch.seq_id[n][0] = seq.slot.seq_id  # type: ignore[union-attr]
+                batch.logits[n] = 0
+                n += 1
+            seq.n_past += len(take)
+            del seq.pending[: len(take)]
+            if not seq.pending:
+                batch.logits[n - 1] = 1
+                outputs.append((seq, n - 1))
+        if n == 0:
+            return
+        batch.n_tokens = n
+        rc = ll.llama_decode(self.ctx, batch)
+        self.steps += 1
+        if rc != 0:
+            log.error("llama_decode returned %d for a batch of %d tokens", rc, n)
+            for seq in members:
+                self._finish(seq, "error", f"llama.cpp decode failed (code {rc})")
+            return
+        for seq, index in outputs:
+            self._after_logits(seq, index)
+
+    def _apply_adapters(self, key: AdapterKey) -> None:
+        handles = []
+        for name, _scale in key:
+            adapter = self.model.get_adapter(name)
+            if adapter is None:
+                raise RuntimeError(f"adapter {name} vanished while in use")
+            handles.append(adapter.handle)
+        if handles:
+            arr = (ctypes.c_void_p * len(handles))(*[ctypes.cast(h, ctypes.c_void_p) for h in handles])
+            scales = (ctypes.c_float * len(handles))(*[s for _, s in key])
+            ll.llama_set_adapters_lora(
+                self.ctx,
+                ctypes.cast(arr, ctypes.POINTER(ctypes.POINTER(ctypes.c_void_p))),
+                len(handles),
+                scales,
+            )
+        else:
+            ll.llama_set_adapters_lora(self.ctx, None, 0, None)
+        self._current_adapters = key
+
+    def _after_logits(self, seq: Sequence, index: int) -> None:
+        assert seq.sampler is not None
+        token = seq.sampler.sample(self.ctx, index)
+        req = seq.request
+        if self.model.is_eog(token):
+            self._finish(seq, "stop")
+            return
+        seq.completion_tokens += 1
+        seq.history.append(token)
+        piece = self.model.token_bytes(token)
+        text = seq.assembler.push(piece)
+        if text:
+            seq.sink(TextEvent(text))
+        if seq.assembler.stopped:
+            self._finish(seq, "stop")
+            return
+        seq.tracker.push(piece.decode("utf-8", "replace"))
+        budget = req.reasoning.budget
+        if budget is not None and seq.tracker.in_reasoning and seq.tracker.tokens >= budget:
+            self._force_close(seq, [token])
+        else:
+            seq.pending = [token]
+        if seq.completion_tokens >= req.max_tokens or seq.n_past + len(seq.pending) >= self.n_ctx_seq:
+            self._finish(seq, "length")
+
+    def _force_close(self, seq: Sequence, before: list[int]) -> None:
+        """End the reasoning now: write the close tag as if the model had, then let it answer."""
+        forced = self.model.tokenize(seq.request.reasoning.close_text, add_bos=False)
+        assert seq.sampler is not None
+        for tok in forced:
+            seq.sampler.accept(tok)
+            seq.history.append(tok)
+            text = seq.assembler.push(self.model.token_bytes(tok))
+            if text:
+                seq.sink(TextEvent(text))
+        seq.completion_tokens += len(forced)
+        seq.tracker.close()
+        seq.pending = before + forced if before else (seq.pending + forced)
+
+    def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:
+        slot = seq.slot
+        if slot is None or slot.busy is not seq:
+            return
+        if reason in ("stop", "length"):
+            tail = seq.assembler.flush()
+            if tail:
+                seq.sink(TextEvent(tail))
+        usage = Usage(
+            prompt_tokens=len(seq.prompt),
+            completion_tokens=seq.completion_tokens,
+            cached_tokens=seq.cached_tokens,
+            reasoning_tokens=seq.tracker.tokens,
+        )
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+        # what the KV cache now holds for this slot, reusable by the next request
+        slot.cached = seq.history[: seq.n_past]
+        slot.busy = None
+        slot.last_used = time.monotonic()
+        seq.sink(FinishEvent(reason, usage, error))
+        log.debug(
+            "request %s finished: %s after %d tokens", seq.request.request_id, reason, seq.completion_tokens
+        )
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _thinking_possible(req: GenerationRequest) -> bool:
+    return req.reasoning.enabled or req.reasoning.starts_open

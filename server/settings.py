@@ -1,0 +1,150 @@
+"""Every setting of the daemon, in one typed object.
+
+Resolution order, highest first: command-line flags, `HERMESD_*` environment variables, the config
+file (`--config FILE` or `HERMESD_CONFIG`, TOML), then the defaults below. The CLI builds one
+`Settings` and hands it down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERMESD_", extra="forbid", validate_default=True)
+
+    # -- the model
+    model: Path | None = Field(None, description="GGUF file to serve (first shard of a split file)")
+    served_model_name: list[str] = Field(default_factory=list, description="ids clients may use")
+    chat_format: str | None = Field(None, description="override the detected prompt format")
+    hardware: Path | None = Field(None, description="hardware profile JSON used instead of discovery")
+    variant: str | None = None
+    quant: str | None = None
+    offline: bool = False
+
+    # -- llama.cpp
+    ctx: int = Field(8192, ge=256, le=1 << 20, description="context tokens per sequence")
+    parallel: int = Field(4, ge=1, le=64, description="sequences decoded together")
+    threads: int | None = Field(None, ge=1, le=1024)
+    threads_batch: int | None = Field(None, ge=1, le=1024)
+    gpu_layers: int = Field(-1, ge=-1, description="-1 offloads every layer a GPU build can take")
+    tensor_split: list[float] = Field(default_factory=list)
+    batch_size: int = Field(512, ge=16, le=65536)
+    kv_type: Literal["f16", "q8_0", "q4_0", "f32"] = "f16"
+    flash_attn: bool = False
+    # llama.cpp's CPU "extra buffer types" (AMX and weight repacking). AMX traps in many VMs and
+    # kills the process with SIGILL on the first quantized matmul, so they stay off unless asked.
+    cpu_extra_buffers: bool = False
+
+    # -- reasoning
+    think: bool = Field(False, description="reasoning on by default (Hermes 4's default is off)")
+    reasoning_budget: int | None = Field(None, ge=0, description="max reasoning tokens per request")
+
+    # -- HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: list[SecretStr] = Field(default_factory=list)
+    api_key_file: Path | None = None
+    admin_api_key: list[SecretStr] = Field(default_factory=list)
+    insecure_no_auth: bool = False
+    cors_origin: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    # -- limits
+    max_queue: int = Field(64, ge=0, le=100_000)
+    max_tokens_limit: int = Field(32768, ge=1)
+    max_body_bytes: int = Field(8 << 20, ge=1024)
+    max_messages: int = Field(1024, ge=1)
+    max_stop: int = Field(16, ge=0)
+    max_tools: int = Field(128, ge=0)
+    drain_timeout: float = Field(30.0, ge=0)
+
+    # -- storage
+    state_dir: Path = Field(default_factory=lambda: _default_state_dir())
+    log_level: str = "info"
+
+    @field_validator("served_model_name", "cors_origin", "allowed_hosts", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("api_key", "admin_api_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    def all_api_keys(self) -> list[str]:
+        """User keys: the configured ones plus those in api_key_file (one per line, # comments)."""
+        keys = [k.get_secret_value() for k in self.api_key]
+        if self.api_key_file is not None:
+            for line in self.api_key_file.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    keys.append(line)
+        return keys
+
+    def admin_keys(self) -> list[str]:
+        return [k.get_secret_value() for k in self.admin_api_key]
+
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings that differ from the defaults, secrets masked, for the start-up log."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if name in self.model_fields_set:
+                if name in ("api_key", "admin_api_key"):
+                    value = ["***"] * len(value)
+                out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets STATE_DIRECTORY; elsewhere follow XDG.
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "hermesd"
+
+
+class ConfigFileError(ValueError):
+    pass
+
+
+def load_settings(flags: dict[str, Any], config_file: Path | None = None) -> Settings:
+    """Resolve flags > environment > config file > defaults into one Settings."""
+    file_values: dict[str, Any] = {}
+    path = config_file or (Path(os.environ["HERMESD_CONFIG"]) if os.environ.get("HERMESD_CONFIG") else None)
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigFileError(f"{path}: cannot read config file: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigFileError(f"{path}: {exc}") from exc
+        file_values = {k.replace("-", "_"): v for k, v in raw.items()}
+        unknown = sorted(set(file_values) - set(Settings.model_fields))
+        if unknown:
+            raise ConfigFileError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    env_names = {n for n in Settings.model_fields if f"HERMESD_{n.upper()}" in os.environ}
+    # The environment beats the file: drop file values the environment sets, then let
+    # pydantic-settings read the environment; flags are passed as init values, which win.
+    merged = {k: v for k, v in file_values.items() if k not in env_names}
+    merged.update({k: v for k, v in flags.items() if v is not None and v != () and v != []})
+    return Settings(**merged)
