@@ -1,1 +1,1 @@
-"""hermesd.server.routes."""
+"""HTTP routes: each parses a request, calls a serving object, returns its result."""

@@ -1,0 +1,130 @@
+"""`hermesd serve`: resolve settings, check the model file, start the HTTP server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hermesd.cli.logs import setup_logging
+from hermesd.cli.settings_options import flags_from, settings_options
+from hermesd.runtime.engine.llama_model import LlamaModelConfig
+from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine, default_threads
+from hermesd.runtime.engine.scheduler import ContextConfig
+from hermesd.server.settings import ConfigFileError, Settings, load_settings
+
+log = logging.getLogger("hermesd.serve")
+
+
+def fail(message: str) -> None:
+    click.echo(f"hermesd: error: {message}", err=True)
+    sys.exit(2)
+
+
+def engine_config(settings: Settings, model_path: Path) -> EngineConfig:
+    threads = settings.threads or default_threads()
+    return EngineConfig(
+        model=LlamaModelConfig(
+            path=model_path,
+            gpu_layers=settings.gpu_layers,
+            tensor_split=tuple(settings.tensor_split),
+            cpu_extra_buffers=settings.cpu_extra_buffers,
+        ),
+        context=ContextConfig(
+            ctx=settings.ctx,
+            parallel=settings.parallel,
+            batch_size=settings.batch_size,
+            threads=threads,
+            threads_batch=settings.threads_batch or threads,
+            kv_type=settings.kv_type,
+            flash_attn=settings.flash_attn,
+            max_queue=settings.max_queue,
+        ),
+    )
+
+
+def check_model_file(path: Path) -> Path:
+    """Refuse a missing, unreadable or non-regular file with one clear line."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        fail(f"{path}: no such model file")
+    except OSError as exc:
+        fail(f"{path}: cannot read model file: {exc.strerror}")
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        fail(f"{path}: not a regular file")
+    if not os.access(path, os.R_OK):
+        fail(f"{path}: permission denied")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        fail(f"{path}: cannot read model file: {exc.strerror}")
+    if magic != b"GGUF":
+        fail(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+    return path
+
+
+@click.command("serve")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML config file (also HERMESD_CONFIG)",
+)
+@settings_options
+def serve_command(config_file: Path | None, **kwargs: Any) -> None:
+    """Serve a Hermes 4 model over an OpenAI-compatible API."""
+    try:
+        settings = load_settings(flags_from(kwargs), config_file)
+    except ConfigFileError as exc:
+        fail(str(exc))
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        fail(f"invalid settings: {exc}")
+    setup_logging(settings.log_level)
+    log.info("settings: %s", settings.redacted())
+    if settings.model is None:
+        fail("no model given: use --model PATH.gguf")
+    assert settings.model is not None
+    model_path = check_model_file(settings.model.expanduser())
+    run_server(settings, model_path)
+
+
+def run_server(settings: Settings, model_path: Path) -> None:
+    import uvicorn
+
+    from hermesd.server.app import create_app
+
+    config = engine_config(settings, model_path)
+    failure: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_load_error(message: str) -> None:
+        failure.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    def on_ready() -> None:
+        log.info("ready on http://%s:%d", settings.host, settings.port)
+
+    app = create_app(settings, lambda: LlamaCppEngine(config), on_ready=on_ready, on_load_error=on_load_error)
+    uv_config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
+    )
+    server = uvicorn.Server(uv_config)
+    server.run()
+    if failure:
+        click.echo(f"hermesd: error: {failure[0]}", err=True)
+        sys.exit(1)

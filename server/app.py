@@ -1,0 +1,112 @@
+"""The app factory. The engine is loaded in the lifespan, off the event loop, so /health answers
+503 while a large model loads; serving objects are built once it is ready and kept on app.state."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from hermesd.models.formats.detect import FORMAT_NAMES, detect_chat_format
+from hermesd.runtime.engine.protocol import Engine, ModelInfo
+from hermesd.server.errors import install_error_handlers
+from hermesd.server.model_registry import ModelRegistry
+from hermesd.server.routes import chat, completions, health, models
+from hermesd.server.serving_chat import ChatFormatInfo, ChatServing
+from hermesd.server.serving_completions import CompletionServing
+from hermesd.server.settings import Settings
+from hermesd.server.state import AppState, Serving
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[], Engine]
+
+
+def model_ids(settings: Settings, info: ModelInfo) -> list[str]:
+    """The ids clients may send: --served-model-name if given, else the file's stem."""
+    if settings.served_model_name:
+        return list(settings.served_model_name)
+    path = Path(info.path)
+    stem = path.name.removesuffix(".gguf")
+    # a split file is served under the name without its "-00001-of-00003" suffix
+    parts = stem.rsplit("-", 3)
+    if len(parts) == 4 and parts[2] == "of" and parts[1].isdigit() and parts[3].isdigit():
+        stem = parts[0]
+    return [stem]
+
+
+def chat_format_for(settings: Settings, info: ModelInfo) -> ChatFormatInfo:
+    name = settings.chat_format or detect_chat_format(
+        info.metadata | {"tokenizer.chat_template": info.chat_template or ""}
+    )
+    if name not in FORMAT_NAMES:
+        raise ValueError(f"unknown chat format {name!r}")
+    return ChatFormatInfo(
+        name=name, bos_token=info.bos_token, eos_token=info.eos_token, template=info.chat_template
+    )
+
+
+def build_serving(settings: Settings, engine: Engine) -> Serving:
+    info = engine.info
+    registry = ModelRegistry(model_ids(settings, info))
+    fmt = chat_format_for(settings, info)
+    log.info("serving %s as %s with chat format %s", info.path, ", ".join(registry.base_ids), fmt.name)
+    return Serving(
+        engine=engine,
+        registry=registry,
+        chat=ChatServing(engine, registry, settings, fmt),
+        completions=CompletionServing(engine, registry, settings),
+    )
+
+
+def create_app(
+    settings: Settings,
+    engine_factory: EngineFactory,
+    on_ready: Callable[[], None] | None = None,
+    on_load_error: Callable[[str], None] | None = None,
+) -> FastAPI:
+    state = AppState(settings=settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loader = asyncio.create_task(_load(state, engine_factory, on_ready, on_load_error))
+        try:
+            yield
+        finally:
+            state.draining = True
+            loader.cancel()
+            if state.serving is not None:
+                await state.serving.engine.drain(settings.drain_timeout)
+                await asyncio.to_thread(state.serving.engine.close)
+
+    app = FastAPI(title="hermesd", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.hermesd = state
+    install_error_handlers(app)
+    for module in (health, models, chat, completions):
+        app.include_router(module.router)
+    return app
+
+
+async def _load(
+    state: AppState,
+    factory: EngineFactory,
+    on_ready: Callable[[], None] | None,
+    on_load_error: Callable[[str], None] | None,
+) -> None:
+    try:
+        engine = await asyncio.to_thread(factory)
+        state.serving = build_serving(state.settings, engine)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        state.load_error = str(exc)
+        log.error("model failed to load: %s", exc)
+        if on_load_error is not None:
+            on_load_error(str(exc))
+        return
+    if on_ready is not None:
+        on_ready()

@@ -1,0 +1,61 @@
+"""Reading a request's reasoning switches, in every spelling clients already send.
+
+`think` (Ollama), `reasoning_effort` ("none" = off), `chat_template_kwargs.thinking` /
+`enable_thinking` / `keep_cots`, and OpenRouter's `reasoning.enabled`. When two of them disagree
+the request is refused rather than one silently winning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hermesd.server.errors import invalid
+from hermesd.server.protocol.chat import ChatCompletionRequest
+
+
+@dataclass(frozen=True)
+class ReasoningChoice:
+    thinking: bool
+    keep_cots: bool
+    budget: int | None
+    inline: bool
+
+
+def resolve_reasoning(
+    req: ChatCompletionRequest, *, default_think: bool, default_budget: int | None
+) -> ReasoningChoice:
+    votes: list[tuple[str, bool]] = []
+    if req.think is not None:
+        votes.append(("think", req.think is not False))
+    if req.reasoning_effort is not None:
+        votes.append(("reasoning_effort", req.reasoning_effort != "none"))
+    kwargs = req.chat_template_kwargs
+    if kwargs is not None:
+        if kwargs.thinking is not None:
+            votes.append(("chat_template_kwargs.thinking", kwargs.thinking))
+        if kwargs.enable_thinking is not None:
+            votes.append(("chat_template_kwargs.enable_thinking", kwargs.enable_thinking))
+    if req.reasoning is not None:
+        if req.reasoning.enabled is not None:
+            votes.append(("reasoning.enabled", req.reasoning.enabled))
+        elif req.reasoning.effort is not None:
+            votes.append(("reasoning.effort", req.reasoning.effort != "none"))
+    values = {v for _, v in votes}
+    if len(values) > 1:
+        names = ", ".join(f"{n}={'on' if v else 'off'}" for n, v in votes)
+        raise invalid(f"conflicting reasoning switches: {names}", param=votes[0][0])
+    thinking = values.pop() if values else default_think
+
+    budgets = [
+        b
+        for b in (
+            req.max_reasoning_tokens,
+            req.thinking_token_budget,
+            req.reasoning.max_tokens if req.reasoning else None,
+        )
+        if b is not None
+    ]
+    budget = min(budgets) if budgets else default_budget
+    keep_cots = bool(kwargs.keep_cots) if kwargs is not None and kwargs.keep_cots is not None else False
+    inline = req.reasoning_format in ("inline", "none")
+    return ReasoningChoice(thinking=thinking, keep_cots=keep_cots, budget=budget, inline=inline)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from hermesd.server.protocol.chat import ChatCompletionRequest
+from hermesd.server.routes.deps import serving
+from hermesd.server.state import Serving
+from hermesd.server.streaming import sse_response, until_disconnect
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, s: Serving = Depends(serving)
+) -> Response:
+    if body.stream:
+        chunks, rid = await s.chat.create(body)
+        return sse_response(chunks, headers={"x-request-id": rid})
+
+    async def run() -> tuple[Any, str]:
+        return await s.chat.create(body)
+
+    result, rid = await until_disconnect(request, run)
+    return JSONResponse(result, headers={"x-request-id": rid})

@@ -1,0 +1,295 @@
+"""The chat completions serving object: request -> prompt -> engine -> OpenAI response.
+
+Built once in the app's lifespan; routes only call `create`. Knows the engine through the
+`Engine` protocol only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from hermesd.models.chat import ChatOptions, Message, ToolCall
+from hermesd.models.formats.deltas import Delta, OutputEvent, ToolCallEvent
+from hermesd.models.formats.detect import render_chat
+from hermesd.models.formats.output import OutputParser
+from hermesd.models.formats.prompt import RenderedPrompt
+from hermesd.runtime.engine.protocol import (
+    Engine,
+    FinishEvent,
+    GenerationRequest,
+    ReasoningControl,
+    SamplingParams,
+    TextEvent,
+    Usage,
+)
+from hermesd.server.errors import APIError, invalid
+from hermesd.server.model_registry import ModelRegistry, ResolvedModel
+from hermesd.server.protocol.chat import ChatCompletionRequest, ChatMessageIn
+from hermesd.server.protocol.common import UNSUPPORTED_IF_SET, SamplingFields
+from hermesd.server.reasoning_controls import ReasoningChoice, resolve_reasoning
+from hermesd.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Hermes 4 model card: "Sampling defaults that work well: temperature=0.6, top_p=0.95, top_k=20"
+DEFAULT_SAMPLING = SamplingParams(temperature=0.6, top_p=0.95, top_k=20)
+
+
+def check_unsupported(req: SamplingFields) -> None:
+    for name, value in req.extra_fields().items():
+        if name in UNSUPPORTED_IF_SET and value not in (None, False, 0, {}, []):
+            raise invalid(f"{name}: {UNSUPPORTED_IF_SET[name]}", param=name, code="unsupported_parameter")
+    if req.n != 1:
+        raise invalid("n: only n=1 is supported", param="n", code="unsupported_parameter")
+
+
+def sampling_from(req: SamplingFields) -> SamplingParams:
+    d = DEFAULT_SAMPLING
+    return SamplingParams(
+        temperature=d.temperature if req.temperature is None else req.temperature,
+        top_p=d.top_p if req.top_p is None else req.top_p,
+        top_k=d.top_k if req.top_k is None else req.top_k,
+        min_p=d.min_p if req.min_p is None else req.min_p,
+        repeat_penalty=d.repeat_penalty if req.repeat_penalty is None else req.repeat_penalty,
+        presence_penalty=d.presence_penalty if req.presence_penalty is None else req.presence_penalty,
+        frequency_penalty=d.frequency_penalty if req.frequency_penalty is None else req.frequency_penalty,
+        seed=None if req.seed is None else req.seed & 0xFFFFFFFF,
+    )
+
+
+def usage_json(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+
+
+def to_messages(items: list[ChatMessageIn]) -> list[Message]:
+    out: list[Message] = []
+    for i, m in enumerate(items):
+        role = "system" if m.role == "developer" else m.role
+        calls: list[ToolCall] = []
+        for j, call in enumerate(m.tool_calls or []):
+            args = call.function.arguments
+            if isinstance(args, dict):
+                args = json.dumps(args, ensure_ascii=False)
+            if m.role != "assistant":
+                raise invalid(
+                    f"messages[{i}].tool_calls: only assistant messages carry tool calls",
+                    param=f"messages[{i}].tool_calls[{j}]",
+                )
+            calls.append(ToolCall(name=call.function.name, arguments=args, id=call.id))
+        text = m.text()
+        if role in ("user", "system") and m.content is None:
+            raise invalid(
+                f"messages[{i}].content: a {m.role} message needs content", param=f"messages[{i}].content"
+            )
+        out.append(
+            Message(
+                role=role,
+                content=text,
+                reasoning_content=m.reasoning_content or m.reasoning,
+                tool_calls=tuple(calls),
+                tool_call_id=m.tool_call_id,
+                name=m.name,
+            )
+        )
+    return out
+
+
+@dataclass
+class ChatFormatInfo:
+    name: str
+    bos_token: str
+    eos_token: str
+    template: str | None
+
+
+class ChatServing:
+    def __init__(
+        self, engine: Engine, registry: ModelRegistry, settings: Settings, chat_format: ChatFormatInfo
+    ) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+        self.format = chat_format
+
+    # -- request -> engine request
+    async def prepare(
+        self, req: ChatCompletionRequest
+    ) -> tuple[ResolvedModel, GenerationRequest, RenderedPrompt, ReasoningChoice]:
+        check_unsupported(req)
+        model = self.registry.resolve(req.model)
+        s = self.settings
+        if len(req.messages) > s.max_messages:
+            raise invalid(f"messages: at most {s.max_messages} messages per request", param="messages")
+        stops = req.stop_list()
+        if len(stops) > s.max_stop:
+            raise invalid(f"stop: at most {s.max_stop} stop sequences", param="stop")
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        if max_tokens is not None and max_tokens > s.max_tokens_limit:
+            raise invalid(f"max_tokens: at most {s.max_tokens_limit}", param="max_tokens")
+        choice = resolve_reasoning(req, default_think=s.think, default_budget=s.reasoning_budget)
+        messages = to_messages(req.messages)
+        options = ChatOptions(
+            thinking=choice.thinking, keep_cots=choice.keep_cots, tools=tuple(req.tools or ())
+        )
+        fmt = self.format
+        rendered = await asyncio.to_thread(
+            render_chat,
+            fmt.name,
+            messages,
+            options,
+            bos_token=fmt.bos_token,
+            eos_token=fmt.eos_token,
+            template=fmt.template,
+        )
+        gen = GenerationRequest(
+            prompt=rendered.text,
+            max_tokens=max_tokens or s.max_tokens_limit,
+            sampling=sampling_from(req),
+            stop=stops,
+            adapters=((model.adapter, 1.0),) if model.adapter else (),
+            reasoning=ReasoningControl(
+                enabled=choice.thinking, budget=choice.budget, starts_open=rendered.opened_think
+            ),
+            request_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        )
+        return model, gen, rendered, choice
+
+    async def create(
+        self, req: ChatCompletionRequest
+    ) -> tuple[dict[str, Any] | AsyncIterator[dict[str, Any]], str]:
+        model, gen, rendered, choice = await self.prepare(req)
+        stream = await self.engine.submit(gen)  # raises before anything is sent
+        parser = OutputParser(
+            reasoning=not choice.inline, start_in_reasoning=rendered.opened_think, tools=None
+        )
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return self._chunks(model.id, gen.request_id, stream, parser, include_usage), gen.request_id
+        return await self._collect(model.id, gen.request_id, stream, parser), gen.request_id
+
+    async def _collect(self, model_id: str, rid: str, stream: Any, parser: OutputParser) -> dict[str, Any]:
+        reasoning: list[str] = []
+        content: list[str] = []
+        calls: list[ToolCallEvent] = []
+        finish: FinishEvent | None = None
+
+        def take(events: list[OutputEvent]) -> None:
+            for ev in events:
+                if isinstance(ev, Delta):
+                    (reasoning if ev.kind == "reasoning" else content).append(ev.text)
+                else:
+                    calls.append(ev)
+
+        try:
+            async for event in stream:
+                if isinstance(event, TextEvent):
+                    take(parser.feed(event.text))
+                else:
+                    finish = event
+        finally:
+            await stream.aclose()
+        take(parser.finish())
+        assert finish is not None
+        if finish.reason == "error":
+            raise APIError(500, finish.error or "generation failed", type="server_error")
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
+        if reasoning:
+            message["reasoning_content"] = "".join(reasoning)
+        reason = finish.reason
+        if calls:
+            message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in calls
+            ]
+            reason = "tool_calls"
+        return {
+            "id": rid,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model_id,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
+            "usage": usage_json(finish.usage),
+        }
+
+    async def _chunks(
+        self, model_id: str, rid: str, stream: Any, parser: OutputParser, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+            return {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model_id,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            }
+
+        def deltas(events: list[OutputEvent]) -> list[dict[str, Any]]:
+            out = []
+            for ev in events:
+                if isinstance(ev, Delta):
+                    key = "reasoning_content" if ev.kind == "reasoning" else "content"
+                    out.append(chunk({key: ev.text}))
+                else:
+                    tool_calls.append(ev)
+                    out.append(
+                        chunk(
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": ev.index,
+                                        "id": ev.id,
+                                        "type": "function",
+                                        "function": {"name": ev.name, "arguments": ""},
+                                    }
+                                ]
+                            }
+                        )
+                    )
+                    out.append(
+                        chunk({"tool_calls": [{"index": ev.index, "function": {"arguments": ev.arguments}}]})
+                    )
+            return out
+
+        tool_calls: list[ToolCallEvent] = []
+        finish: FinishEvent | None = None
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            async for event in stream:
+                if isinstance(event, TextEvent):
+                    for c in deltas(parser.feed(event.text)):
+                        yield c
+                else:
+                    finish = event
+            for c in deltas(parser.finish()):
+                yield c
+        finally:
+            await stream.aclose()
+        assert finish is not None
+        if finish.reason == "error":
+            raise APIError(500, finish.error or "generation failed", type="server_error")
+        reason = "tool_calls" if tool_calls else finish.reason
+        yield chunk({}, reason)
+        if include_usage:
+            yield {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model_id,
+                "choices": [],
+                "usage": usage_json(finish.usage),
+            }

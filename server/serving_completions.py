@@ -1,0 +1,111 @@
+"""POST /v1/completions: raw prompt in, text out (no chat template, no reasoning split)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hermesd.runtime.engine.protocol import Engine, FinishEvent, GenerationRequest, TextEvent
+from hermesd.server.errors import APIError, invalid
+from hermesd.server.model_registry import ModelRegistry
+from hermesd.server.protocol.completions import CompletionRequest
+from hermesd.server.serving_chat import check_unsupported, sampling_from, usage_json
+from hermesd.server.settings import Settings
+
+
+class CompletionServing:
+    def __init__(self, engine: Engine, registry: ModelRegistry, settings: Settings) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.settings = settings
+
+    async def create(
+        self, req: CompletionRequest
+    ) -> tuple[dict[str, Any] | AsyncIterator[dict[str, Any]], str]:
+        check_unsupported(req)
+        model = self.registry.resolve(req.model)
+        s = self.settings
+        stops = req.stop_list()
+        if len(stops) > s.max_stop:
+            raise invalid(f"stop: at most {s.max_stop} stop sequences", param="stop")
+        if req.max_tokens is not None and req.max_tokens > s.max_tokens_limit:
+            raise invalid(f"max_tokens: at most {s.max_tokens_limit}", param="max_tokens")
+        rid = f"cmpl-{uuid.uuid4().hex[:24]}"
+        gen = GenerationRequest(
+            prompt=req.prompt_text(),
+            # OpenAI's default for /v1/completions is 16 tokens
+            max_tokens=req.max_tokens or 16,
+            sampling=sampling_from(req),
+            stop=stops,
+            adapters=((model.adapter, 1.0),) if model.adapter else (),
+            request_id=rid,
+        )
+        stream = await self.engine.submit(gen)
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return self._chunks(model.id, rid, stream, include_usage), rid
+        return await self._collect(model.id, rid, stream), rid
+
+    async def _collect(self, model_id: str, rid: str, stream: Any) -> dict[str, Any]:
+        parts: list[str] = []
+        finish: FinishEvent | None = None
+        try:
+            async for event in stream:
+                if isinstance(event, TextEvent):
+                    parts.append(event.text)
+                else:
+                    finish = event
+        finally:
+            await stream.aclose()
+        assert finish is not None
+        if finish.reason == "error":
+            raise APIError(500, finish.error or "generation failed", type="server_error")
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model_id,
+            "choices": [
+                {"index": 0, "text": "".join(parts), "logprobs": None, "finish_reason": finish.reason}
+            ],
+            "usage": usage_json(finish.usage),
+        }
+
+    async def _chunks(
+        self, model_id: str, rid: str, stream: Any, include_usage: bool
+    ) -> AsyncIterator[dict[str, Any]]:
+        created = int(time.time())
+
+        def chunk(text: str, finish_reason: str | None = None) -> dict[str, Any]:
+            return {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": model_id,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+            }
+
+        finish: FinishEvent | None = None
+        try:
+            async for event in stream:
+                if isinstance(event, TextEvent):
+                    yield chunk(event.text)
+                else:
+                    finish = event
+        finally:
+            await stream.aclose()
+        assert finish is not None
+        if finish.reason == "error":
+            raise APIError(500, finish.error or "generation failed", type="server_error")
+        yield chunk("", finish.reason)
+        if include_usage:
+            yield {
+                "id": rid,
+                "object": "text_completion",
+                "created": created,
+                "model": model_id,
+                "choices": [],
+                "usage": usage_json(finish.usage),
+            }
