@@ -18,3 +18,7 @@ cli.add_command(serve_command)
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ from hermesd.models.formats.detect import FORMAT_NAMES, detect_chat_format
 from hermesd.runtime.engine.protocol import Engine, ModelInfo
 from hermesd.server.errors import install_error_handlers
 from hermesd.server.model_registry import ModelRegistry
-from hermesd.server.routes import chat, completions, health, models
+from hermesd.server.routes import chat, completions, health, metrics, models
 from hermesd.server.serving_chat import ChatFormatInfo, ChatServing
 from hermesd.server.serving_completions import CompletionServing
 from hermesd.server.settings import Settings
@@ -86,7 +86,7 @@ def create_app(
     app = FastAPI(title="hermesd", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.hermesd = state
     install_error_handlers(app)
-    for module in (health, models, chat, completions):
+    for module in (health, metrics, models, chat, completions):
         app.include_router(module.router)
     return app
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig
 from hermesd.runtime.engine.protocol import (
     EngineEvent,
+    EngineStats,
     FinishEvent,
     GenerationRequest,
     ModelInfo,
@@ -109,6 +110,9 @@ class LlamaCppEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(self.model.tokenize(text))
+
+    def stats(self) -> EngineStats:
+        return self.scheduler.stats()
 
     async def submit(self, request: GenerationRequest) -> LlamaStream:
         # tokenizing a long prompt takes milliseconds: keep it off the event loop

@@ -96,6 +96,20 @@ class ModelInfo:
     metadata: dict[str, str]
 
 
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters since start, and what is running now (for /metrics and tests)."""
+
+    running: int = 0
+    waiting: int = 0
+    slots: int = 0
+    decode_steps: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    generated_tokens: int = 0
+    finished: dict[str, int] = field(default_factory=dict)
+
+
 class RequestStream(Protocol):
     """The events of one request. `aclose()` (or cancelling the consuming task and then closing)
     aborts generation within one decode step."""
@@ -116,6 +130,8 @@ class Engine(Protocol):
     def ready(self) -> bool: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def stats(self) -> EngineStats: ...
 
     async def submit(self, request: GenerationRequest) -> RequestStream:
         """Tokenize, check limits and queue one request. Raises ContextLengthExceeded,

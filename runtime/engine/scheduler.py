@@ -28,6 +28,7 @@ import llama_cpp.llama_cpp as ll
 from hermesd.runtime.engine.llama_model import LlamaModel
 from hermesd.runtime.engine.protocol import (
     EngineEvent,
+    EngineStats,
     FinishEvent,
     FinishReason,
     GenerationRequest,
@@ -122,6 +123,10 @@ class Scheduler:
         self._group_turn = 0
         self._control: deque[tuple[Callable[[], object], Future[object]]] = deque()
         self.steps = 0
+        self.prompt_tokens = 0
+        self.cached_prompt_tokens = 0
+        self.generated_tokens = 0
+        self.finished: dict[str, int] = {}
         self.thread = threading.Thread(target=self._run, name="hermesd-decode", daemon=True)
         self.thread.start()
 
@@ -142,6 +147,19 @@ class Scheduler:
         with self.cv:
             seq.cancelled = True
             self.cv.notify()
+
+    def stats(self) -> EngineStats:
+        with self.cv:
+            return EngineStats(
+                running=sum(1 for s in self.slots if s.busy is not None),
+                waiting=len(self.waiting),
+                slots=len(self.slots),
+                decode_steps=self.steps,
+                prompt_tokens=self.prompt_tokens,
+                cached_prompt_tokens=self.cached_prompt_tokens,
+                generated_tokens=self.generated_tokens,
+                finished=dict(self.finished),
+            )
 
     def busy(self) -> int:
         with self.cv:
@@ -260,6 +278,8 @@ class Scheduler:
         seq.history = list(seq.prompt)
         seq.n_past = keep
         seq.cached_tokens = keep
+        self.prompt_tokens += len(seq.prompt)
+        self.cached_prompt_tokens += keep
         seq.pending = seq.prompt[keep:]
         req = seq.request
         trigger = req.reasoning.close_text.strip() if req.grammar and req.reasoning.budget != 0 else None
@@ -360,6 +380,7 @@ class Scheduler:
             self._finish(seq, "stop")
             return
         seq.completion_tokens += 1
+        self.generated_tokens += 1
         seq.history.append(token)
         piece = self.model.token_bytes(token)
         text = seq.assembler.push(piece)
@@ -412,6 +433,7 @@ class Scheduler:
         slot.cached = seq.history[: seq.n_past]
         slot.busy = None
         slot.last_used = time.monotonic()
+        self.finished[reason] = self.finished.get(reason, 0) + 1
         seq.sink(FinishEvent(reason, usage, error))
         log.debug(
             "request %s finished: %s after %d tokens", seq.request.request_id, reason, seq.completion_tokens

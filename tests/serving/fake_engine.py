@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from hermesd.runtime.engine.protocol import (
     EngineEvent,
+    EngineStats,
     FinishEvent,
     GenerationRequest,
     ModelInfo,
@@ -76,6 +77,9 @@ class FakeEngine:
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
+
+    def stats(self) -> EngineStats:
+        return EngineStats(slots=1, generated_tokens=sum(len(s.events) - 1 for s in self.streams))
 
     async def submit(self, request: GenerationRequest) -> FakeStream:
         self.requests.append(request)
