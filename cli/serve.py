@@ -88,12 +88,12 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
         fail(str(exc))
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         fail(f"invalid settings: {exc}")
-    setup_logging(settings.log_level)
-    log.info("settings: %s", settings.redacted())
     if settings.model is None:
         fail("no model given: use --model PATH.gguf")
     assert settings.model is not None
     model_path = check_model_file(settings.model.expanduser())
+    setup_logging(settings.log_level)
+    log.info("settings: %s", settings.redacted())
     run_server(settings, model_path)
 
 

@@ -159,6 +159,7 @@ class ChatServing:
             max_tokens=max_tokens or s.max_tokens_limit,
             sampling=sampling_from(req),
             stop=stops,
+            ignore_eos=req.ignore_eos,
             adapters=((model.adapter, 1.0),) if model.adapter else (),
             reasoning=ReasoningControl(
                 enabled=choice.thinking, budget=choice.budget, starts_open=rendered.opened_think

@@ -39,6 +39,7 @@ class CompletionServing:
             max_tokens=req.max_tokens or 16,
             sampling=sampling_from(req),
             stop=stops,
+            ignore_eos=req.ignore_eos,
             adapters=((model.adapter, 1.0),) if model.adapter else (),
             request_id=rid,
         )

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 _backend_lock = threading.Lock()
 _backend_ready = False
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
 _log_callback = None  # kept alive: llama.cpp holds a raw pointer to it
 
 
@@ -37,8 +38,8 @@ def init_backend() -> None:
             message = text.decode("utf-8", "replace").rstrip()
             if not message:
                 return
-            # ggml levels: 2 = error, 3 = warn, 4 = info, 1 = none/cont, 5 = debug
-            llama_log.log(logging.ERROR if level == 2 else logging.DEBUG, "%s", message)
+            # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line
+            llama_log.log(_GGML_LEVELS.get(level, logging.DEBUG), "%s", message)
 
         _log_callback = _forward
         ll.llama_log_set(_forward, ctypes.c_void_p(0))

@@ -40,7 +40,7 @@ class ReasoningControl:
     budget: int | None = None
     starts_open: bool = False
     open_tag: str = "<think>"
-    close_text: str = "\n</think>\n\n"
+    close_text: str = "\n</think>\n"
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class GenerationRequest:
     reasoning: ReasoningControl = field(default_factory=ReasoningControl)
     # A GBNF grammar constraining the answer (after the reasoning, when reasoning is on).
     grammar: str | None = None
+    # Keep generating past end-of-generation tokens (llama-server's ignore_eos; for benchmarks).
+    ignore_eos: bool = False
     request_id: str = ""
 
 

@@ -376,13 +376,14 @@ class Scheduler:
         assert seq.sampler is not None
         token = seq.sampler.sample(self.ctx, index)
         req = seq.request
-        if self.model.is_eog(token):
+        eog = self.model.is_eog(token)
+        if eog and not req.ignore_eos:
             self._finish(seq, "stop")
             return
         seq.completion_tokens += 1
         self.generated_tokens += 1
         seq.history.append(token)
-        piece = self.model.token_bytes(token)
+        piece = b"" if eog else self.model.token_bytes(token)
         text = seq.assembler.push(piece)
         if text:
             seq.sink(TextEvent(text))

@@ -48,6 +48,8 @@ class SamplingFields(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, max_length=256)
     n: int = Field(1, ge=1)
+    # llama-server's extension: generate exactly max_tokens, past end-of-turn (benchmarks)
+    ignore_eos: bool = False
 
     @field_validator(
         "temperature",
