@@ -12,6 +12,8 @@ import click
 
 from hermesd.cli.logs import setup_logging
 from hermesd.cli.settings_options import flags_from, settings_options
+from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
+from hermesd.runtime import sdnotify
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine, default_threads
 from hermesd.runtime.engine.scheduler import ContextConfig
@@ -68,7 +70,27 @@ def check_model_file(path: Path) -> Path:
         fail(f"{path}: cannot read model file: {exc.strerror}")
     if magic != b"GGUF":
         fail(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        validate_gguf(path, kind="model")
+    except GGUFValidationError as exc:
+        fail(f"refusing to load a damaged or hostile model file: {exc}")
     return path
+
+
+def check_exposure(settings: Settings) -> None:
+    """A non-loopback bind with no API key would hand the model to the whole network."""
+    if settings.is_loopback():
+        return
+    has_key = bool(settings.api_key or settings.api_key_file or settings.admin_api_key)
+    if has_key:
+        return
+    if not settings.insecure_no_auth:
+        fail(
+            f"refusing to listen on {settings.host} without an API key: anyone who can reach this "
+            "machine could use the model. Set --api-key / --api-key-file / HERMESD_API_KEY, or pass "
+            "--insecure-no-auth if you really mean it"
+        )
+    log.warning("!!! listening on %s with NO authentication (--insecure-no-auth) !!!", settings.host)
 
 
 @click.command("serve")
@@ -93,6 +115,7 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
     assert settings.model is not None
     model_path = check_model_file(settings.model.expanduser())
     setup_logging(settings.log_level)
+    check_exposure(settings)
     log.info("settings: %s", settings.redacted())
     run_server(settings, model_path)
 
@@ -113,6 +136,7 @@ def run_server(settings: Settings, model_path: Path) -> None:
 
     def on_ready() -> None:
         log.info("ready on http://%s:%d", settings.host, settings.port)
+        sdnotify.notify("READY=1")
 
     app = create_app(settings, lambda: LlamaCppEngine(config), on_ready=on_ready, on_load_error=on_load_error)
     uv_config = uvicorn.Config(

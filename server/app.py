@@ -12,10 +12,13 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from hermesd.models.formats.detect import FORMAT_NAMES, detect_chat_format
+from hermesd.models.store import AdapterStore
 from hermesd.runtime.engine.protocol import Engine, ModelInfo
 from hermesd.server.errors import install_error_handlers
+from hermesd.server.middleware import HermesdMiddleware
 from hermesd.server.model_registry import ModelRegistry
-from hermesd.server.routes import chat, completions, health, metrics, models
+from hermesd.server.routes import adapters, chat, completions, health, metrics, models
+from hermesd.server.serving_adapters import AdapterServing
 from hermesd.server.serving_chat import ChatFormatInfo, ChatServing
 from hermesd.server.serving_completions import CompletionServing
 from hermesd.server.settings import Settings
@@ -60,6 +63,7 @@ def build_serving(settings: Settings, engine: Engine) -> Serving:
         registry=registry,
         chat=ChatServing(engine, registry, settings, fmt),
         completions=CompletionServing(engine, registry, settings),
+        adapters=AdapterServing(engine, registry, AdapterStore(settings.state_dir)),
     )
 
 
@@ -86,8 +90,18 @@ def create_app(
     app = FastAPI(title="hermesd", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.hermesd = state
     install_error_handlers(app)
-    for module in (health, metrics, models, chat, completions):
+    for module in (health, metrics, models, chat, completions, adapters):
         app.include_router(module.router)
+    if settings.cors_origin:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+        )
+    app.add_middleware(HermesdMiddleware, settings=settings)
     return app
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from hermesd.runtime.engine.protocol import Engine
 from hermesd.server.model_registry import ModelRegistry
+from hermesd.server.serving_adapters import AdapterServing
 from hermesd.server.serving_chat import ChatServing
 from hermesd.server.serving_completions import CompletionServing
 from hermesd.server.settings import Settings
@@ -17,6 +18,7 @@ class Serving:
     registry: ModelRegistry
     chat: ChatServing
     completions: CompletionServing
+    adapters: AdapterServing
 
 
 @dataclass

@@ -18,11 +18,11 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, s: Serving = Depends(serving)
 ) -> Response:
     if body.stream:
-        chunks, rid = await s.chat.create(body)
-        return sse_response(chunks, headers={"x-request-id": rid})
+        chunks, _ = await s.chat.create(body)
+        return sse_response(chunks)
 
     async def run() -> tuple[Any, str]:
         return await s.chat.create(body)
 
-    result, rid = await until_disconnect(request, run)
-    return JSONResponse(result, headers={"x-request-id": rid})
+    result, _ = await until_disconnect(request, run)
+    return JSONResponse(result)

@@ -16,11 +16,11 @@ router = APIRouter()
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, s: Serving = Depends(serving)) -> Response:
     if body.stream:
-        chunks, rid = await s.completions.create(body)
-        return sse_response(chunks, headers={"x-request-id": rid})
+        chunks, _ = await s.completions.create(body)
+        return sse_response(chunks)
 
     async def run() -> tuple[Any, str]:
         return await s.completions.create(body)
 
-    result, rid = await until_disconnect(request, run)
-    return JSONResponse(result, headers={"x-request-id": rid})
+    result, _ = await until_disconnect(request, run)
+    return JSONResponse(result)
