@@ -1,0 +1,389 @@
+"""What machine are we on: NVIDIA GPUs through NVML, RAM and CPU through psutil and /proc/cpuinfo.
+
+Discovery is injectable: `discover()` takes the NVML module and psutil as arguments (tests pass
+fakes), and `load_profile()` reads the same structure from a JSON file so users can plan for a
+machine they do not have (`hermesd plan --hardware box.json`). The JSON shape is a public contract:
+shared/reference/hardware-profile.md. A machine without NVML or without GPUs is a CPU-only machine,
+not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# What a driver and a desktop typically keep for themselves when a profile gives only the total.
+DRIVER_RESERVE_MIB = 512
+RAM_AVAILABLE_FRACTION = 0.90
+# Decode speed is bounded by memory bandwidth. These defaults only serve the planner's speed
+# estimate when neither the profile nor NVML says better: a dual-channel DDR4-3200 desktop
+# (~51 GB/s) and a mid-range GPU.
+DEFAULT_RAM_BANDWIDTH_GBPS = 50.0
+DEFAULT_GPU_BANDWIDTH_GBPS = 300.0
+# Memory bandwidth of common GPUs (vendor data sheets, GB/s), matched on the NVML name.
+KNOWN_GPU_BANDWIDTH_GBPS: tuple[tuple[str, float], ...] = (
+    ("H200", 4800.0),
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100 80GB PCIe", 1935.0),
+    ("A100", 1555.0),
+    ("L40S", 864.0),
+    ("L40", 864.0),
+    ("L4", 300.0),
+    ("A10G", 600.0),
+    ("A10", 600.0),
+    ("T4", 320.0),
+    ("V100", 900.0),
+    ("RTX 6000 Ada", 960.0),
+    ("RTX A6000", 768.0),
+    ("RTX 5090", 1792.0),
+    ("RTX 5080", 960.0),
+    ("RTX 4090", 1008.0),
+    ("RTX 4080", 717.0),
+    ("RTX 4070 Ti", 504.0),
+    ("RTX 4070", 504.0),
+    ("RTX 4060 Ti", 288.0),
+    ("RTX 4060", 272.0),
+    ("RTX 3090", 936.0),
+    ("RTX 3080", 760.0),
+    ("RTX 3070", 448.0),
+    ("RTX 3060", 360.0),
+)
+# CPU flags that matter to llama.cpp's kernels (and to the AMX trap in virtual machines).
+INTERESTING_CPU_FLAGS = (
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "sve",
+    "i8mm",
+    "bf16",
+)
+
+
+class HardwareProfileError(ValueError):
+    """A --hardware file that cannot be used; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    memory_total_mib: int
+    memory_free_mib: int
+    compute_capability: str | None = None
+    memory_bandwidth_gbps: float | None = None
+    uuid: str | None = None
+
+    def bandwidth_gbps(self) -> float:
+        """Measured or declared bandwidth, else a data-sheet figure by name, else a default."""
+        if self.memory_bandwidth_gbps:
+            return self.memory_bandwidth_gbps
+        for pattern, gbps in KNOWN_GPU_BANDWIDTH_GBPS:
+            if pattern.lower() in self.name.lower():
+                return gbps
+        return DEFAULT_GPU_BANDWIDTH_GBPS
+
+
+@dataclass(frozen=True)
+class Hardware:
+    gpus: tuple[Gpu, ...]
+    ram_total_mib: int
+    ram_available_mib: int
+    cpu_cores: int
+    cpu_threads: int | None = None
+    cpu_features: tuple[str, ...] = ()
+    ram_bandwidth_gbps: float | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    # "discovered" or "profile <path>": shown with the plan so nobody mistakes one for the other.
+    source: str = "discovered"
+    notes: tuple[str, ...] = field(default=())
+
+    def ram_bandwidth(self) -> float:
+        return self.ram_bandwidth_gbps or DEFAULT_RAM_BANDWIDTH_GBPS
+
+
+# -- profiles
+
+
+def load_profile(path: Path) -> Hardware:
+    """Read a --hardware JSON profile; errors name the file and the field."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HardwareProfileError(
+            f"{path}: cannot read the hardware profile: {exc.strerror or exc}"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise HardwareProfileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    return hardware_from_dict(data, where=str(path), source=f"profile {path}")
+
+
+def hardware_from_dict(data: Any, *, where: str = "profile", source: str = "profile") -> Hardware:
+    if not isinstance(data, Mapping):
+        raise HardwareProfileError(f"{where}: expected a JSON object at the top level")
+    raw_gpus = data.get("gpus", [])
+    if not isinstance(raw_gpus, list):
+        raise HardwareProfileError(f"{where}: gpus: expected a list (empty for a CPU-only machine)")
+    gpus = tuple(_gpu(g, i, f"{where}: gpus[{i}]") for i, g in enumerate(raw_gpus))
+    ram_total = _required(data, "ram_total_mib", where)
+    ram_available = _number(data, "ram_available_mib", where)
+    if ram_available is None:
+        ram_available = int(ram_total * RAM_AVAILABLE_FRACTION)
+    if ram_available > ram_total:
+        raise HardwareProfileError(f"{where}: ram_available_mib ({ram_available}) exceeds ram_total_mib")
+    cores = _number(data, "cpu_cores", where)
+    features = data.get("cpu_features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise HardwareProfileError(f"{where}: cpu_features: expected a list of strings")
+    return Hardware(
+        gpus=gpus,
+        ram_total_mib=int(ram_total),
+        ram_available_mib=int(ram_available),
+        cpu_cores=int(cores or 1),
+        cpu_threads=_number(data, "cpu_threads", where),
+        cpu_features=tuple(features),
+        ram_bandwidth_gbps=_float(data, "ram_bandwidth_gbps", where),
+        driver_version=_str(data, "driver_version", where),
+        cuda_version=_str(data, "cuda_version", where),
+        source=source,
+    )
+
+
+def _gpu(raw: Any, i: int, where: str) -> Gpu:
+    if not isinstance(raw, Mapping):
+        raise HardwareProfileError(f"{where}: expected an object")
+    name = _str(raw, "name", where) or f"GPU {i}"
+    total = _required(raw, "memory_total_mib", where)
+    free = _number(raw, "memory_free_mib", where)
+    if free is None:
+        free = max(total - DRIVER_RESERVE_MIB, 0)
+    if free > total:
+        raise HardwareProfileError(f"{where}.memory_free_mib: {free} exceeds memory_total_mib ({total})")
+    cc = raw.get("compute_capability")
+    if cc is not None and not isinstance(cc, (str, int, float)):
+        raise HardwareProfileError(f'{where}.compute_capability: expected a string such as "8.6"')
+    index = _number(raw, "index", where)
+    return Gpu(
+        index=int(index if index is not None else i),
+        name=name,
+        memory_total_mib=int(total),
+        memory_free_mib=int(free),
+        compute_capability=None if cc is None else str(cc),
+        memory_bandwidth_gbps=_float(raw, "memory_bandwidth_gbps", where),
+        uuid=_str(raw, "uuid", where),
+    )
+
+
+def _required(raw: Mapping[str, Any], key: str, where: str) -> int:
+    value = _number(raw, key, where)
+    if value is None:
+        raise HardwareProfileError(f"{where}.{key}: missing (a number of MiB)")
+    return value
+
+
+def _number(raw: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise HardwareProfileError(f"{where}.{key}: expected a non-negative number, got {value!r}")
+    return int(value)
+
+
+def _float(raw: Mapping[str, Any], key: str, where: str) -> float | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise HardwareProfileError(f"{where}.{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _str(raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise HardwareProfileError(f"{where}.{key}: expected a string, got {value!r}")
+    return value
+
+
+def to_profile_json(hw: Hardware) -> dict[str, Any]:
+    """The profile structure of shared/reference/hardware-profile.md, plus optional extra keys."""
+    out: dict[str, Any] = {
+        "gpus": [
+            {
+                "index": g.index,
+                "name": g.name,
+                "memory_total_mib": g.memory_total_mib,
+                "memory_free_mib": g.memory_free_mib,
+                "compute_capability": g.compute_capability,
+                **({"memory_bandwidth_gbps": g.memory_bandwidth_gbps} if g.memory_bandwidth_gbps else {}),
+                **({"uuid": g.uuid} if g.uuid else {}),
+            }
+            for g in hw.gpus
+        ],
+        "ram_total_mib": hw.ram_total_mib,
+        "ram_available_mib": hw.ram_available_mib,
+        "cpu_cores": hw.cpu_cores,
+    }
+    optional = {
+        "cpu_threads": hw.cpu_threads,
+        "cpu_features": list(hw.cpu_features) or None,
+        "ram_bandwidth_gbps": hw.ram_bandwidth_gbps,
+        "driver_version": hw.driver_version,
+        "cuda_version": hw.cuda_version,
+    }
+    out.update({k: v for k, v in optional.items() if v is not None})
+    return out
+
+
+# -- discovery
+
+
+def discover(
+    *,
+    nvml: ModuleType | Any | None = None,
+    psutil_module: ModuleType | Any | None = None,
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+) -> Hardware:
+    """Look at this machine. `nvml` defaults to the `pynvml` module of nvidia-ml-py; pass False-y
+    stand-ins in tests. NVML failures (no driver, no GPU) give a CPU-only machine."""
+    ps: Any = psutil_module
+    if ps is None:
+        import psutil
+
+        ps = psutil
+    notes: list[str] = []
+    gpus, driver, cuda = _discover_gpus(nvml, notes)
+    mem = ps.virtual_memory()
+    physical = ps.cpu_count(logical=False)
+    logical = ps.cpu_count(logical=True)
+    return Hardware(
+        gpus=gpus,
+        ram_total_mib=int(mem.total // MIB),
+        ram_available_mib=int(mem.available // MIB),
+        cpu_cores=int(physical or logical or 1),
+        cpu_threads=int(logical) if logical else None,
+        cpu_features=read_cpu_features(cpuinfo),
+        driver_version=driver,
+        cuda_version=cuda,
+        source="discovered",
+        notes=tuple(notes),
+    )
+
+
+def _discover_gpus(nvml: Any, notes: list[str]) -> tuple[tuple[Gpu, ...], str | None, str | None]:
+    if nvml is None:
+        try:
+            import pynvml
+
+            nvml = pynvml
+        except ImportError:
+            notes.append(
+                "NVML bindings (nvidia-ml-py) are not installed: treating this as a CPU-only machine"
+            )
+            return (), None, None
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:  # NVMLError_LibraryNotFound, _DriverNotLoaded, ...: no usable NVIDIA GPU
+        notes.append(f"no NVIDIA driver reachable through NVML ({exc}): CPU-only machine")
+        log.info("NVML unavailable: %s", exc)
+        return (), None, None
+    try:
+        driver = _text(nvml.nvmlSystemGetDriverVersion())
+        cuda = _cuda_version(nvml)
+        gpus = tuple(_read_gpu(nvml, i) for i in range(nvml.nvmlDeviceGetCount()))
+        return gpus, driver, cuda
+    except Exception as exc:
+        notes.append(f"NVML failed while listing GPUs ({exc}): CPU-only machine")
+        log.warning("NVML failed while listing GPUs: %s", exc)
+        return (), None, None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # shutting down a half-initialised NVML is best effort
+            log.debug("nvmlShutdown failed", exc_info=True)
+
+
+def _read_gpu(nvml: Any, index: int) -> Gpu:
+    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+    try:
+        major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+        cc: str | None = f"{major}.{minor}"
+    except Exception:
+        cc = None
+    return Gpu(
+        index=index,
+        name=_text(nvml.nvmlDeviceGetName(handle)),
+        memory_total_mib=int(mem.total // MIB),
+        memory_free_mib=int(mem.free // MIB),
+        compute_capability=cc,
+        memory_bandwidth_gbps=_bandwidth(nvml, handle),
+        uuid=_optional(lambda: _text(nvml.nvmlDeviceGetUUID(handle))),
+    )
+
+
+def _bandwidth(nvml: Any, handle: Any) -> float | None:
+    """Peak memory bandwidth: max memory clock (MHz) x bus width (bits) / 8 x 2 (double data rate)."""
+    try:
+        clock_mhz = nvml.nvmlDeviceGetMaxClockInfo(handle, nvml.NVML_CLOCK_MEM)
+        bus_bits = nvml.nvmlDeviceGetMemoryBusWidth(handle)
+    except Exception:
+        return None
+    if not clock_mhz or not bus_bits:
+        return None
+    return round(clock_mhz * 1e6 * bus_bits / 8 * 2 / 1e9, 1)
+
+
+def _cuda_version(nvml: Any) -> str | None:
+    version = _optional(nvml.nvmlSystemGetCudaDriverVersion)
+    if not version:
+        return None
+    return f"{int(version) // 1000}.{int(version) % 1000 // 10}"
+
+
+def _optional(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def read_cpu_features(cpuinfo: Path) -> tuple[str, ...]:
+    """The llama.cpp-relevant CPU flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            present = set(value.split())
+            return tuple(f for f in INTERESTING_CPU_FLAGS if f in present)
+    return ()

@@ -1,0 +1,70 @@
+"""Memory arithmetic of a llama.cpp model on a device: KV cache, compute buffers, margins.
+
+Pure functions of the architecture numbers. They follow what llama.cpp allocates:
+- KV cache: every layer stores K and V rows of `kv_heads x head_dim` elements for every cell;
+  cells = context x parallel sequences, padded to 256 like llama.cpp's n_ctx padding.
+- compute buffer: the graph allocator reuses memory, so the peak is the largest live set of one
+  micro-batch: the logits (n_ubatch x vocab floats) on the device holding the output layer, the
+  gated FFN activations elsewhere, or the attention scores without flash attention
+  (n_ubatch x heads x cells floats). Checked against llama.cpp's reported "compute buffer size":
+  Llama-3-8B, n_ubatch 512, flash attention: 258.5 MiB reported = 512 x (128256 + 4096) x 4 B.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hermesd.models.catalog import Variant
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+KV_PAD = 256
+# (bytes per block, elements per block) of the KV cache types llama.cpp accepts.
+KV_TYPES: dict[str, tuple[int, int]] = {
+    "f32": (4, 1),
+    "f16": (2, 1),
+    "bf16": (2, 1),
+    "q8_0": (34, 32),
+    "q4_0": (18, 32),
+}
+
+
+def kv_cells(context: int, parallel: int) -> int:
+    cells = context * parallel
+    return math.ceil(cells / KV_PAD) * KV_PAD
+
+
+def kv_row_bytes(kv_type: str, elements: int) -> int:
+    block_bytes, block_elems = KV_TYPES[kv_type]
+    return math.ceil(elements / block_elems) * block_bytes
+
+
+def kv_bytes_per_layer(variant: Variant, cells: int, kv_type: str) -> int:
+    """K and V of one layer for `cells` tokens."""
+    return 2 * kv_row_bytes(kv_type, variant.kv_heads * variant.head_dim) * cells
+
+
+def compute_buffer_bytes(
+    variant: Variant, *, n_ubatch: int, cells: int, flash_attn: bool, with_output: bool
+) -> int:
+    f32 = 4
+    ffn = n_ubatch * (2 * variant.intermediate_size + variant.hidden_size) * f32
+    attention = n_ubatch * variant.heads * (variant.head_dim if flash_attn else cells) * f32
+    logits = n_ubatch * (variant.vocab_size + variant.hidden_size) * f32 if with_output else 0
+    return max(ffn, attention, logits) + 2 * n_ubatch * variant.hidden_size * f32
+
+
+def host_buffer_bytes(variant: Variant, *, n_ubatch: int) -> int:
+    """The CPU-side staging buffer when every layer is on a GPU (inputs, embeddings of a batch)."""
+    return 2 * n_ubatch * variant.hidden_size * 4
+
+
+def largest_layer_tensor_bytes(variant: Variant, layer_bytes: int) -> int:
+    """One FFN matrix of a layer: llama.cpp copies CPU-resident weights of this size to the GPU to
+    run big prompt batches there (op offload), so a partly offloaded GPU needs room for one."""
+    share = variant.hidden_size * variant.intermediate_size / variant.layer_params()
+    return math.ceil(layer_bytes * share)
+
+
+def gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"

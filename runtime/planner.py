@@ -1,0 +1,503 @@
+"""The fit planner: which Hermes 4 variant and quant this machine should run, and how.
+
+`plan(hardware, catalog, request)` is a pure function: no GPU, file or socket. For every candidate
+(variant x quant) it places the layers (runtime/placement.py) with the requested context, then
+chooses by policy:
+
+- Automatic choices use Q4_K_M or better; Q3_K_M and Q2_K are considered only when nothing at
+  Q4_K_M or better fits (an explicit --quant is always honoured).
+- `quality` (default): the largest variant that runs *usably* — entirely on the GPUs, or split
+  with an estimated decode speed of at least `min_tok_s` (10 tok/s: Hermes reasons in thousands of
+  tokens, so a 2 tok/s split is not a useful default). Within that variant, a quant that fits
+  entirely on the GPUs beats a better quant that spills into RAM ("prefer full GPU offload");
+  among those, the best quant. If nothing is usable (typical of CPU-only machines), the fastest
+  candidate wins.
+- `speed`: full GPU offload first (of the largest variant that has one), never a CPU split when a
+  full-offload option exists; without any, the fastest candidate.
+- Variants rank by size: 405B > 70B > 4.3-36B > 14B. Hermes 4.3-36B is newer (Dec 2025) than
+  the others (Aug 2025) but smaller than 70B; ask for it with --variant hermes-4.3-36b.
+- The context defaults to 16384 tokens; only when nothing fits there does the planner try 8192,
+  then 4096 (never below). An explicit --ctx is never changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hermesd.models.catalog import Catalog, QuantEntry, Variant, WeightLayout, weight_layout
+from hermesd.runtime.hardware import Hardware
+from hermesd.runtime.memory import GIB, KV_TYPES, MIB, gib
+from hermesd.runtime.placement import Budget, Placement, place
+
+Prefer = Literal["quality", "speed"]
+DEFAULT_CTX = 16384
+MIN_CTX = 4096
+FALLBACK_CTX = (16384, 8192, 4096)
+AUTO_FLOOR_QUANT = "Q4_K_M"
+
+
+class PlanError(ValueError):
+    """The request itself is wrong (unknown variant, quant, KV type...); the message says which."""
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    variant: str | None = None
+    quant: str | None = None
+    ctx: int | None = None  # None: 16384, lowered to 8192/4096 only when nothing fits
+    parallel: int = 1
+    kv_type: str = "f16"
+    prefer: Prefer = "quality"
+    flash_attn: bool = True
+    n_ubatch: int = 512
+    min_tok_s: float = 10.0
+    # CUDA context, cuBLAS workspace and allocator slack of our process on each GPU used
+    # (~300-400 MiB in llama.cpp runs) on top of the profile's free memory.
+    gpu_margin_mib: int = 512
+    # The daemon itself (Python, HTTP server) and headroom in RAM.
+    cpu_margin_mib: int = 1024
+    # Exact per-layer sizes of local GGUF files, keyed by (variant id, quant).
+    local_layouts: Mapping[tuple[str, str], WeightLayout] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DevicePlacement:
+    device: Literal["gpu", "cpu"]
+    index: int | None
+    name: str
+    layers: int
+    bytes: int
+    weights_bytes: int
+    kv_bytes: int
+    compute_bytes: int
+    margin_bytes: int
+    capacity_bytes: int
+
+
+@dataclass(frozen=True)
+class Estimate:
+    weights_bytes: int
+    kv_bytes: int
+    compute_bytes: int
+    margin_bytes: int
+    tokens_per_s: float
+    size_source: str  # "gguf" | "exact" | "published" | "estimated"
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_bytes + self.compute_bytes + self.margin_bytes
+
+
+@dataclass(frozen=True)
+class Plan:
+    variant: str
+    variant_name: str
+    quant: str
+    context: int
+    parallel: int
+    kv_type: str
+    flash_attn: bool
+    n_ubatch: int
+    layers_total: int
+    placement: tuple[DevicePlacement, ...]
+    n_gpu_layers: int
+    tensor_split: tuple[float, ...]
+    full_offload: bool
+    repo: str
+    files: tuple[str, ...]
+    estimate: Estimate
+    arithmetic: tuple[str, ...]
+    reasons: tuple[str, ...]
+    prefer: Prefer
+    hardware_source: str
+
+    @property
+    def n_ctx(self) -> int:
+        """llama.cpp's n_ctx: every parallel sequence gets `context` tokens."""
+        return self.context * self.parallel
+
+
+@dataclass(frozen=True)
+class NoFit:
+    reason: str
+    missing_bytes: int
+    arithmetic: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    variant: Variant
+    entry: QuantEntry
+    layout: WeightLayout
+    rank: int
+    context: int
+    placement: Placement
+
+    @property
+    def usable_key(self) -> tuple[int, int]:
+        return (self.variant.size_rank, self.rank)
+
+
+def plan(hardware: Hardware, catalog: Catalog, request: PlanRequest) -> Plan | NoFit:
+    """Choose a variant, quant, context and device placement for this machine (see module doc)."""
+    variants, quant = _validate(catalog, request)
+    floor = catalog.quant_types[AUTO_FLOOR_QUANT].rank
+    contexts = (request.ctx,) if request.ctx else FALLBACK_CTX
+    misses: list[_Candidate] = []
+    for ctx in contexts:
+        fits: list[_Candidate] = []
+        for v in variants:
+            if ctx > v.context_max:
+                continue
+            for entry in v.quants:
+                if quant is not None and entry.quant != quant:
+                    continue
+                cand = _evaluate(v, entry, catalog, hardware, request, ctx)
+                (fits if cand.placement.fits else misses).append(cand)
+        if fits:
+            chosen, why = _choose(
+                fits, request, floor, explicit_quant=quant is not None, has_gpu=bool(hardware.gpus)
+            )
+            return _build(chosen, why, fits, misses, catalog, hardware, request)
+    return _no_fit(misses, variants, contexts, hardware, request)
+
+
+def _validate(catalog: Catalog, request: PlanRequest) -> tuple[list[Variant], str | None]:
+    if request.kv_type not in KV_TYPES:
+        raise PlanError(f"unknown KV cache type {request.kv_type!r}; choose one of {', '.join(KV_TYPES)}")
+    if request.kv_type in ("q8_0", "q4_0") and not request.flash_attn:
+        raise PlanError(f"a {request.kv_type} KV cache needs flash attention in llama.cpp")
+    if request.parallel < 1:
+        raise PlanError("parallel must be at least 1")
+    if request.ctx is not None and request.ctx < 256:
+        raise PlanError(f"context {request.ctx} is too small (at least 256 tokens; {MIN_CTX}+ is useful)")
+    if request.prefer not in ("quality", "speed"):
+        raise PlanError(f"prefer must be 'quality' or 'speed', not {request.prefer!r}")
+    if request.variant:
+        v = catalog.variant(request.variant)
+        if v is None:
+            raise PlanError(
+                f"unknown variant {request.variant!r}; known: {', '.join(x.id for x in catalog.ordered())}"
+            )
+        if request.ctx and request.ctx > v.context_max:
+            raise PlanError(
+                f"{v.id} was trained for at most {v.context_max} tokens; --ctx {request.ctx} is larger"
+            )
+        variants = [v]
+    else:
+        variants = list(catalog.ordered())
+    quant = None
+    if request.quant:
+        quant = request.quant.upper()
+        if not any(v.quant(quant) for v in variants):
+            raise PlanError(f"no {quant} file in the catalog for {', '.join(v.id for v in variants)}")
+    return variants, quant
+
+
+def _evaluate(
+    v: Variant, entry: QuantEntry, catalog: Catalog, hw: Hardware, req: PlanRequest, ctx: int
+) -> _Candidate:
+    qtype = catalog.quant_types[entry.quant]
+    layout = req.local_layouts.get((v.id, entry.quant)) or weight_layout(v, entry, qtype)
+    budget = Budget(
+        context=ctx,
+        parallel=req.parallel,
+        kv_type=req.kv_type,
+        flash_attn=req.flash_attn,
+        n_ubatch=req.n_ubatch,
+        gpu_margin_bytes=req.gpu_margin_mib * MIB,
+        cpu_margin_bytes=req.cpu_margin_mib * MIB,
+    )
+    return _Candidate(v, entry, layout, qtype.rank, ctx, place(v, layout, hw, budget))
+
+
+def _choose(
+    fits: Sequence[_Candidate], req: PlanRequest, floor: int, *, explicit_quant: bool, has_gpu: bool
+) -> tuple[_Candidate, str]:
+    pool = [c for c in fits if explicit_quant or c.rank >= floor] or list(fits)
+    low = "" if pool[0].rank >= floor or explicit_quant else " (nothing at Q4_K_M or better fits)"
+    fastest = max(pool, key=lambda c: (c.placement.tokens_per_s, c.rank))
+    if req.prefer == "speed":
+        full = [c for c in pool if c.placement.full_offload and has_gpu]
+        if full:
+            best = max(full, key=lambda c: c.usable_key)
+            return best, f"speed: the largest variant and best quant that run entirely on the GPUs{low}"
+        return fastest, f"speed: nothing fits entirely on the GPUs; the fastest option{low}"
+    usable = [
+        c for c in pool if (c.placement.full_offload and has_gpu) or c.placement.tokens_per_s >= req.min_tok_s
+    ]
+    if not usable:
+        return fastest, (f"quality: no option reaches {req.min_tok_s:g} tok/s here, so the fastest one{low}")
+    top = max(c.variant.size_rank for c in usable)
+    same = [c for c in usable if c.variant.size_rank == top]
+    full = [c for c in same if c.placement.full_offload and has_gpu]
+    if full:
+        best = max(full, key=lambda c: c.rank)
+        return best, (
+            "quality: the largest variant that runs usably, at the best quant that fits entirely on the "
+            f"GPUs{low}"
+        )
+    best = max(same, key=lambda c: c.rank)
+    return best, (
+        f"quality: the largest variant that runs usably (split at >= {req.min_tok_s:g} tok/s estimated), "
+        f"best quant{low}"
+    )
+
+
+# -- results
+
+
+def _build(
+    c: _Candidate,
+    why: str,
+    fits: Sequence[_Candidate],
+    misses: Sequence[_Candidate],
+    catalog: Catalog,
+    hw: Hardware,
+    req: PlanRequest,
+) -> Plan:
+    p = c.placement
+    devices = tuple(
+        DevicePlacement(
+            device="gpu" if d.device == "gpu" else "cpu",
+            index=d.index,
+            name=d.name,
+            layers=d.layers,
+            bytes=d.bytes,
+            weights_bytes=d.weights_bytes,
+            kv_bytes=d.kv_bytes,
+            compute_bytes=d.compute_bytes,
+            margin_bytes=d.margin_bytes,
+            capacity_bytes=d.capacity_bytes,
+        )
+        for d in p.devices
+    )
+    estimate = Estimate(
+        weights_bytes=sum(d.weights_bytes for d in p.devices),
+        kv_bytes=sum(d.kv_bytes for d in p.devices),
+        compute_bytes=sum(d.compute_bytes for d in p.devices),
+        margin_bytes=sum(d.margin_bytes for d in p.devices),
+        tokens_per_s=p.tokens_per_s,
+        size_source=c.layout.source,
+    )
+    floor = catalog.quant_types[AUTO_FLOOR_QUANT].rank
+    reasons = [why, *_alternatives(c, fits, misses, req, floor), *_better_quant_hint(c, catalog, hw, req)]
+    return Plan(
+        variant=c.variant.id,
+        variant_name=c.variant.name,
+        quant=c.entry.quant,
+        context=c.context,
+        parallel=req.parallel,
+        kv_type=req.kv_type,
+        flash_attn=req.flash_attn,
+        n_ubatch=req.n_ubatch,
+        layers_total=c.variant.layers,
+        placement=devices,
+        n_gpu_layers=p.n_gpu_layers,
+        tensor_split=p.tensor_split(),
+        full_offload=p.full_offload,
+        repo=c.entry.repo,
+        files=c.entry.file_ids(),
+        estimate=estimate,
+        arithmetic=tuple(_arithmetic(c, hw, req)),
+        reasons=tuple(reasons),
+        prefer=req.prefer,
+        hardware_source=hw.source,
+    )
+
+
+def _describe(c: _Candidate) -> str:
+    p = c.placement
+    if p.full_offload:
+        where = "entirely on the GPUs"
+    elif p.gpu_layers:
+        where = f"{p.gpu_layers}/{c.variant.layers} layers on GPUs, the rest in RAM"
+    else:
+        where = "in RAM"
+    if not p.fits:
+        return f"{c.variant.id} even at {c.entry.quant}: does not fit ({gib(p.missing_bytes)} short)"
+    return f"{c.variant.id} {c.entry.quant}: fits {where}, ~{_speed(p.tokens_per_s)}"
+
+
+def _alternatives(
+    chosen: _Candidate,
+    fits: Sequence[_Candidate],
+    misses: Sequence[_Candidate],
+    req: PlanRequest,
+    floor: int,
+) -> list[str]:
+    """One line per larger variant: why it was not chosen."""
+    out = []
+    for rank in sorted({c.variant.size_rank for c in [*fits, *misses]}, reverse=True):
+        if rank <= chosen.variant.size_rank:
+            continue
+        same = [c for c in fits if c.variant.size_rank == rank and c.context == chosen.context]
+        good = [c for c in same if c.rank >= floor or req.quant]
+        if good:
+            best = max(good, key=lambda c: (c.placement.tokens_per_s, c.rank))
+            why = (
+                "not entirely on the GPUs"
+                if req.prefer == "speed"
+                else f"below the {req.min_tok_s:g} tok/s usable speed"
+            )
+            out.append(f"not {_describe(best)}: {why}")
+        elif same:
+            best = max(same, key=lambda c: c.rank)
+            out.append(f"not {_describe(best)}: automatic choices stay at {AUTO_FLOOR_QUANT} or better")
+        else:
+            missed = [c for c in misses if c.variant.size_rank == rank]
+            out.append(f"not {_describe(min(missed, key=lambda c: c.placement.missing_bytes))}")
+    return out
+
+
+def _better_quant_hint(c: _Candidate, catalog: Catalog, hw: Hardware, req: PlanRequest) -> list[str]:
+    """When a better quant of the chosen variant fits entirely on the GPUs at a smaller context."""
+    if not c.placement.full_offload or req.quant:
+        return []
+    better = sorted(
+        (q for q in c.variant.quants if catalog.quant_types[q.quant].rank > c.rank),
+        key=lambda q: catalog.quant_types[q.quant].rank,
+    )
+    if not better:
+        return []
+    nxt = better[0]
+    for ctx in range(c.context - 1024, MIN_CTX - 1, -1024):
+        cand = _evaluate(c.variant, nxt, catalog, hw, req, ctx)
+        if cand.placement.fits and cand.placement.full_offload:
+            return [f"{nxt.quant} would fit entirely on the GPUs with --quant {nxt.quant} --ctx {ctx}"]
+    return [f"{nxt.quant} does not fit entirely on the GPUs even at {MIN_CTX} tokens of context"]
+
+
+def _speed(tok_s: float) -> str:
+    return "unbounded" if tok_s == float("inf") else f"{tok_s:.1f} tok/s"
+
+
+def _arithmetic(c: _Candidate, hw: Hardware, req: PlanRequest) -> list[str]:
+    v, p, lay = c.variant, c.placement, c.layout
+    source = {
+        "gguf": "read from the local GGUF",
+        "exact": "exact file size",
+        "published": "published size, rounded",
+        "estimated": "ESTIMATED from bits per weight",
+    }.get(lay.source, lay.source)
+    per_layer = sum(lay.layer_bytes) / max(len(lay.layer_bytes), 1)
+    lines = [
+        f"weights: {gib(lay.total)} ({source}) = {v.layers} layers x {per_layer / MIB:.0f} MiB"
+        f" + token_embd {gib(lay.token_embd_bytes)} (always in RAM) + output {gib(lay.output_bytes)}",
+        f"KV cache per layer: 2 (K,V) x {v.kv_heads} KV heads x {v.head_dim} head dim x {p.cells} cells"
+        f" ({c.context} ctx x {req.parallel} seq) x {req.kv_type} = {p.kv_per_layer / MIB:.1f} MiB;"
+        f" all {v.layers} layers: {gib(p.kv_per_layer * v.layers)}",
+    ]
+    for d in p.devices:
+        if d.device == "gpu" and d.layers == 0:
+            lines.append(f"GPU {d.index} ({d.name}, {gib(d.capacity_bytes)} free): unused")
+            continue
+        label = (
+            f"GPU {d.index} ({d.name}, {gib(d.capacity_bytes)} free)"
+            if d.device == "gpu"
+            else (f"RAM ({gib(d.capacity_bytes)} available)")
+        )
+        parts = f"weights {gib(d.weights_bytes)} + KV {gib(d.kv_bytes)} + compute {gib(d.compute_bytes)}"
+        ok = "fits" if d.bytes <= d.capacity_bytes else f"SHORT by {gib(d.bytes - d.capacity_bytes)}"
+        extra = " + output layer" if d.holds_output and d.device == "gpu" else ""
+        total = f"{gib(d.bytes)} -> {ok}"
+        lines.append(f"{label}: {d.layers} layers{extra}: {parts} + margin {gib(d.margin_bytes)} = {total}")
+    not_read = lay.token_embd_bytes + lay.other_bytes  # only one embedding row is read per token
+    reads = " + ".join(
+        f"{(d.weights_bytes - (not_read if d.device == 'cpu' else 0)) / 1e9:.1f} GB"
+        f" / {d.bandwidth_gbps:g} GB/s"
+        for d in p.devices
+        if d.layers or (d.device == "cpu" and not p.full_offload)
+    )
+    speed = _speed(p.tokens_per_s)
+    lines.append(f"decode speed bound (weights read per token / memory bandwidth): {reads} -> ~{speed}")
+    if hw.source != "discovered":
+        lines.append(f"hardware from {hw.source}")
+    return lines
+
+
+def _no_fit(
+    misses: Sequence[_Candidate],
+    variants: Sequence[Variant],
+    contexts: Sequence[int],
+    hw: Hardware,
+    req: PlanRequest,
+) -> NoFit:
+    if not misses:
+        return NoFit(
+            reason=f"no candidate: the requested context ({contexts[0]}) exceeds every variant's limit",
+            missing_bytes=0,
+        )
+    smallest = min(misses, key=lambda c: (c.placement.missing_bytes, -c.context))
+    cpu = smallest.placement.devices[-1]
+    gpu_layers = smallest.placement.gpu_layers
+    gpus = f"with {gpu_layers} layers on the GPUs, " if hw.gpus else "with no GPU, "
+    asked = ", ".join(
+        f"{k} {v}" for k, v in (("--variant", req.variant), ("--quant", req.quant), ("--ctx", req.ctx)) if v
+    )
+    restriction = f" for {asked}" if asked else ""
+    reason = (
+        f"nothing fits this machine{restriction}. The closest option, {smallest.variant.id} "
+        f"{smallest.entry.quant} at {smallest.context} tokens of context, {gpus}"
+        f"needs {gib(cpu.bytes)} of RAM "
+        f"(weights {gib(cpu.weights_bytes)} + KV {gib(cpu.kv_bytes)} + compute {gib(cpu.compute_bytes)}"
+        f" + margin {gib(cpu.margin_bytes)}) but {gib(cpu.capacity_bytes)} is available: "
+        f"{smallest.placement.missing_bytes / GIB:.1f} GiB missing"
+    )
+    return NoFit(
+        reason=reason,
+        missing_bytes=smallest.placement.missing_bytes,
+        arithmetic=tuple(_arithmetic(smallest, hw, req)),
+    )
+
+
+# -- JSON (shared/reference/hardware-profile.md)
+
+
+def plan_to_json(result: Plan | NoFit) -> dict[str, Any]:
+    if isinstance(result, NoFit):
+        return {"fits": False, "reason": result.reason, "missing_bytes": result.missing_bytes}
+    e = result.estimate
+    return {
+        "fits": True,
+        "variant": result.variant,
+        "quant": result.quant,
+        "context": result.context,
+        "parallel": result.parallel,
+        "layers_total": result.layers_total,
+        "placement": [
+            {
+                "device": d.device,
+                **({"index": d.index} if d.device == "gpu" else {}),
+                "layers": d.layers,
+                "bytes": d.bytes,
+                "weights_bytes": d.weights_bytes,
+                "kv_bytes": d.kv_bytes,
+                "compute_bytes": d.compute_bytes,
+                "margin_bytes": d.margin_bytes,
+                "capacity_bytes": d.capacity_bytes,
+            }
+            for d in result.placement
+        ],
+        "files": list(result.files),
+        "estimate": {
+            "weights_bytes": e.weights_bytes,
+            "kv_bytes": e.kv_bytes,
+            "compute_bytes": e.compute_bytes,
+            "margin_bytes": e.margin_bytes,
+            "total_bytes": e.total_bytes,
+            "tokens_per_s": None if e.tokens_per_s == float("inf") else round(e.tokens_per_s, 1),
+            "size_source": e.size_source,
+        },
+        "n_gpu_layers": result.n_gpu_layers,
+        "tensor_split": list(result.tensor_split),
+        "full_offload": result.full_offload,
+        "n_ctx": result.n_ctx,
+        "kv_type": result.kv_type,
+        "flash_attn": result.flash_attn,
+        "prefer": result.prefer,
+        "reasons": list(result.reasons),
+        "arithmetic": list(result.arithmetic),
+    }
