@@ -25,6 +25,7 @@ from hermesd.runtime.engine.protocol import (
     FinishEvent,
     GenerationRequest,
     ReasoningControl,
+    RequestStream,
     SamplingParams,
     TextEvent,
     Usage,
@@ -168,20 +169,24 @@ class ChatServing:
         )
         return model, gen, rendered, choice
 
-    async def create(
-        self, req: ChatCompletionRequest
-    ) -> tuple[dict[str, Any] | AsyncIterator[dict[str, Any]], str]:
+    async def _start(self, req: ChatCompletionRequest) -> tuple[str, str, RequestStream, OutputParser]:
         model, gen, rendered, choice = await self.prepare(req)
         stream = await self.engine.submit(gen)  # raises before anything is sent
         parser = OutputParser(
             reasoning=not choice.inline, start_in_reasoning=rendered.opened_think, tools=None
         )
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._chunks(model.id, gen.request_id, stream, parser, include_usage), gen.request_id
-        return await self._collect(model.id, gen.request_id, stream, parser), gen.request_id
+        return model.id, gen.request_id, stream, parser
 
-    async def _collect(self, model_id: str, rid: str, stream: Any, parser: OutputParser) -> dict[str, Any]:
+    async def create_full(self, req: ChatCompletionRequest) -> dict[str, Any]:
+        return await self._collect(*await self._start(req))
+
+    async def create_stream(self, req: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return self._chunks(*await self._start(req), include_usage)
+
+    async def _collect(
+        self, model_id: str, rid: str, stream: RequestStream, parser: OutputParser
+    ) -> dict[str, Any]:
         reasoning: list[str] = []
         content: list[str] = []
         calls: list[ToolCallEvent] = []
@@ -209,7 +214,7 @@ class ChatServing:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
-        reason = finish.reason
+        reason: str = finish.reason
         if calls:
             message["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -226,7 +231,7 @@ class ChatServing:
         }
 
     async def _chunks(
-        self, model_id: str, rid: str, stream: Any, parser: OutputParser, include_usage: bool
+        self, model_id: str, rid: str, stream: RequestStream, parser: OutputParser, include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         created = int(time.time())
 

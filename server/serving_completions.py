@@ -7,7 +7,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from hermesd.runtime.engine.protocol import Engine, FinishEvent, GenerationRequest, TextEvent
+from hermesd.runtime.engine.protocol import (
+    Engine,
+    FinishEvent,
+    GenerationRequest,
+    RequestStream,
+    TextEvent,
+)
 from hermesd.server.errors import APIError, invalid
 from hermesd.server.model_registry import ModelRegistry
 from hermesd.server.protocol.completions import CompletionRequest
@@ -21,9 +27,14 @@ class CompletionServing:
         self.registry = registry
         self.settings = settings
 
-    async def create(
-        self, req: CompletionRequest
-    ) -> tuple[dict[str, Any] | AsyncIterator[dict[str, Any]], str]:
+    async def create_full(self, req: CompletionRequest) -> dict[str, Any]:
+        return await self._collect(*await self._start(req))
+
+    async def create_stream(self, req: CompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return self._chunks(*await self._start(req), include_usage)
+
+    async def _start(self, req: CompletionRequest) -> tuple[str, str, RequestStream]:
         check_unsupported(req)
         model = self.registry.resolve(req.model)
         s = self.settings
@@ -43,13 +54,9 @@ class CompletionServing:
             adapters=((model.adapter, 1.0),) if model.adapter else (),
             request_id=rid,
         )
-        stream = await self.engine.submit(gen)
-        if req.stream:
-            include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._chunks(model.id, rid, stream, include_usage), rid
-        return await self._collect(model.id, rid, stream), rid
+        return model.id, rid, await self.engine.submit(gen)
 
-    async def _collect(self, model_id: str, rid: str, stream: Any) -> dict[str, Any]:
+    async def _collect(self, model_id: str, rid: str, stream: RequestStream) -> dict[str, Any]:
         parts: list[str] = []
         finish: FinishEvent | None = None
         try:
@@ -75,7 +82,7 @@ class CompletionServing:
         }
 
     async def _chunks(
-        self, model_id: str, rid: str, stream: Any, include_usage: bool
+        self, model_id: str, rid: str, stream: RequestStream, include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         created = int(time.time())
 

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -18,11 +16,5 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, s: Serving = Depends(serving)
 ) -> Response:
     if body.stream:
-        chunks, _ = await s.chat.create(body)
-        return sse_response(chunks)
-
-    async def run() -> tuple[Any, str]:
-        return await s.chat.create(body)
-
-    result, _ = await until_disconnect(request, run)
-    return JSONResponse(result)
+        return sse_response(await s.chat.create_stream(body))
+    return JSONResponse(await until_disconnect(request, lambda: s.chat.create_full(body)))

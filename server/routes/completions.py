@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -16,11 +14,5 @@ router = APIRouter()
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, s: Serving = Depends(serving)) -> Response:
     if body.stream:
-        chunks, _ = await s.completions.create(body)
-        return sse_response(chunks)
-
-    async def run() -> tuple[Any, str]:
-        return await s.completions.create(body)
-
-    result, _ = await until_disconnect(request, run)
-    return JSONResponse(result)
+        return sse_response(await s.completions.create_stream(body))
+    return JSONResponse(await until_disconnect(request, lambda: s.completions.create_full(body)))
