@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 import click
@@ -97,10 +98,10 @@ def _write_atomic(path: Path, text: str, mode: int) -> None:
 def _read_template(name: str) -> str:
     path = TEMPLATE_DIR / name
     try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
+        return (resources.files("hermesd.systemd") / name).read_text(encoding="utf-8")
+    except (OSError, ModuleNotFoundError) as exc:
         raise click.ClickException(
-            f"{path}: cannot read the template ({exc.strerror}); install-service needs hermesd's source "
+            f"{path}: cannot read the template ({exc}); install-service needs hermesd's source "
             "tree, or copy systemd/hermesd.service and systemd/hermesd.env by hand"
         ) from None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from hermesd.cli.install_service import install_service_command
 from hermesd.cli.serve import serve_command
 
 
@@ -14,6 +15,7 @@ def cli() -> None:
 
 
 cli.add_command(serve_command)
+cli.add_command(install_service_command)
 
 
 def main() -> None:

@@ -52,8 +52,10 @@ class GenerationRequest:
     # Adapter names, in order, with their scales; () is the base model.
     adapters: tuple[tuple[str, float], ...] = ()
     reasoning: ReasoningControl = field(default_factory=ReasoningControl)
-    # A GBNF grammar constraining the answer (after the reasoning, when reasoning is on).
+    # A GBNF grammar constraining the output. With `grammar_trigger`, it is lazy: it applies from
+    # the first occurrence of that text on (used to constrain the answer after `</think>`).
     grammar: str | None = None
+    grammar_trigger: str | None = None
     # Keep generating past end-of-generation tokens (llama-server's ignore_eos; for benchmarks).
     ignore_eos: bool = False
     request_id: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+import re
 
 import llama_cpp.llama_cpp as ll
 
@@ -26,14 +27,19 @@ class SamplerChain:
         add = lambda s: ll.llama_sampler_chain_add(chain, s)  # noqa: E731
         if grammar is not None:
             if grammar_trigger:
-                patterns = (ctypes.c_char_p * 1)(_escape_regex(grammar_trigger).encode())
-                add(
-                    ll.llama_sampler_init_grammar_lazy_patterns(
-                        vocab, grammar.encode(), b"root", patterns, 1, None, 0
-                    )
+                # the whole text so far must match; the group marks where the grammar starts
+                pattern = r"[\s\S]*?(" + re.escape(grammar_trigger) + r")[\s\S]*"
+                patterns = (ctypes.c_char_p * 1)(pattern.encode())
+                g = ll.llama_sampler_init_grammar_lazy_patterns(
+                    vocab, grammar.encode(), b"root", patterns, 1, None, 0
                 )
             else:
-                add(ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root"))
+                g = ll.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+            if not g:
+                ll.llama_sampler_free(chain)
+                self.handle = None
+                raise ValueError("llama.cpp could not parse the grammar")
+            add(g)
         if params.repeat_penalty != 1.0 or params.presence_penalty or params.frequency_penalty:
             add(
                 ll.llama_sampler_init_penalties(
@@ -68,9 +74,3 @@ class SamplerChain:
         if self.handle:
             ll.llama_sampler_free(self.handle)
             self.handle = None
-
-
-def _escape_regex(text: str) -> str:
-    import re
-
-    return ".*" + re.escape(text)

@@ -247,8 +247,17 @@ class Scheduler:
             if not free:
                 return
             seq = self.waiting.popleft()
-            slot = self._choose_slot(seq, free)
-            self._attach(seq, slot)
+            try:
+                sampler = SamplerChain(
+                    seq.request.sampling,
+                    vocab=self.model.vocab,
+                    grammar=seq.request.grammar,
+                    grammar_trigger=seq.request.grammar_trigger,
+                )
+            except Exception as exc:  # a bad grammar ends this request, not the loop
+                seq.sink(FinishEvent("error", Usage(len(seq.prompt), 0), str(exc)))
+                continue
+            self._attach(seq, self._choose_slot(seq, free), sampler)
 
     def _choose_slot(self, seq: Sequence, free: list[Slot]) -> Slot:
         best, best_len = None, 0
@@ -262,7 +271,7 @@ class Scheduler:
             return best
         return min(free, key=lambda s: s.last_used)
 
-    def _attach(self, seq: Sequence, slot: Slot) -> None:
+    def _attach(self, seq: Sequence, slot: Slot, sampler: SamplerChain) -> None:
         keep = 0
         if slot.adapter_key == seq.adapter_key:
             keep = min(_common_prefix(slot.cached, seq.prompt), len(seq.prompt) - 1)
@@ -282,13 +291,7 @@ class Scheduler:
         self.cached_prompt_tokens += keep
         seq.pending = seq.prompt[keep:]
         req = seq.request
-        trigger = req.reasoning.close_text.strip() if req.grammar and req.reasoning.budget != 0 else None
-        seq.sampler = SamplerChain(
-            req.sampling,
-            vocab=self.model.vocab,
-            grammar=req.grammar,
-            grammar_trigger=trigger if _thinking_possible(req) else None,
-        )
+        seq.sampler = sampler
         seq.assembler = TextAssembler(stops=req.stop)
         seq.tracker = ReasoningTracker(
             open_tag=req.reasoning.open_tag,
@@ -447,7 +450,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def _thinking_possible(req: GenerationRequest) -> bool:
-    return req.reasoning.enabled or req.reasoning.starts_open

@@ -1,0 +1,1 @@
+"""The systemd unit and environment file, shipped as package data for `hermesd install-service`."""
