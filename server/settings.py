@@ -11,10 +11,10 @@ import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,9 @@ class Settings(BaseSettings):
 
     # -- the model
     model: Path | None = Field(None, description="GGUF file to serve (first shard of a split file)")
-    served_model_name: list[str] = Field(default_factory=list, description="ids clients may use")
+    served_model_name: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="ids clients may use"
+    )
     chat_format: str | None = Field(None, description="override the detected prompt format")
     hardware: Path | None = Field(None, description="hardware profile JSON used instead of discovery")
     variant: str | None = None
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, le=1024)
     threads_batch: int | None = Field(None, ge=1, le=1024)
     gpu_layers: int = Field(-1, ge=-1, description="-1 offloads every layer a GPU build can take")
-    tensor_split: list[float] = Field(default_factory=list)
+    tensor_split: Annotated[list[float], NoDecode] = Field(default_factory=list)
     batch_size: int = Field(512, ge=16, le=65536)
     kv_type: Literal["f16", "q8_0", "q4_0", "f32"] = "f16"
     flash_attn: bool = False
@@ -54,12 +56,12 @@ class Settings(BaseSettings):
     # -- HTTP
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_key: list[SecretStr] = Field(default_factory=list)
+    api_key: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     api_key_file: Path | None = None
-    admin_api_key: list[SecretStr] = Field(default_factory=list)
+    admin_api_key: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     insecure_no_auth: bool = False
-    cors_origin: list[str] = Field(default_factory=list)
-    allowed_hosts: list[str] = Field(default_factory=list)
+    cors_origin: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # -- limits
     max_queue: int = Field(64, ge=0, le=100_000)
@@ -74,7 +76,7 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: _default_state_dir())
     log_level: str = "info"
 
-    @field_validator("served_model_name", "cors_origin", "allowed_hosts", mode="before")
+    @field_validator("served_model_name", "cors_origin", "allowed_hosts", "tensor_split", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
