@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hermesd.models.chat import ChatOptions, Message, ToolCall
 from hermesd.models.formats.deltas import Delta, OutputEvent, ToolCallEvent
@@ -30,6 +30,7 @@ from hermesd.runtime.engine.protocol import (
     TextEvent,
     Usage,
 )
+from hermesd.server.constraints import Constraints, resolve_constraints
 from hermesd.server.errors import APIError, invalid
 from hermesd.server.model_registry import ModelRegistry, ResolvedModel
 from hermesd.server.protocol.chat import ChatCompletionRequest, ChatMessageIn
@@ -108,6 +109,43 @@ def to_messages(items: list[ChatMessageIn]) -> list[Message]:
     return out
 
 
+@dataclass(frozen=True)
+class Prepared:
+    model: ResolvedModel
+    gen: GenerationRequest
+    rendered: RenderedPrompt
+    choice: ReasoningChoice
+    constraints: Constraints
+
+
+class EventSource(Protocol):
+    def feed(self, text: str) -> list[OutputEvent]: ...
+
+    def finish(self) -> list[OutputEvent]: ...
+
+
+class SingleCallFilter:
+    """parallel_tool_calls=false without a grammar: keep the first call, log and drop the rest."""
+
+    def __init__(self, inner: EventSource) -> None:
+        self._inner = inner
+
+    def feed(self, text: str) -> list[OutputEvent]:
+        return self._keep_first(self._inner.feed(text))
+
+    def finish(self) -> list[OutputEvent]:
+        return self._keep_first(self._inner.finish())
+
+    def _keep_first(self, events: list[OutputEvent]) -> list[OutputEvent]:
+        out = []
+        for ev in events:
+            if isinstance(ev, ToolCallEvent) and ev.index > 0:
+                log.warning("dropping tool call %s: parallel_tool_calls is false", ev.name)
+                continue
+            out.append(ev)
+        return out
+
+
 @dataclass
 class ChatFormatInfo:
     name: str
@@ -126,9 +164,7 @@ class ChatServing:
         self.format = chat_format
 
     # -- request -> engine request
-    async def prepare(
-        self, req: ChatCompletionRequest
-    ) -> tuple[ResolvedModel, GenerationRequest, RenderedPrompt, ReasoningChoice]:
+    async def prepare(self, req: ChatCompletionRequest) -> Prepared:
         check_unsupported(req)
         model = self.registry.resolve(req.model)
         s = self.settings
@@ -142,9 +178,8 @@ class ChatServing:
             raise invalid(f"max_tokens: at most {s.max_tokens_limit}", param="max_tokens")
         choice = resolve_reasoning(req, default_think=s.think, default_budget=s.reasoning_budget)
         messages = to_messages(req.messages)
-        options = ChatOptions(
-            thinking=choice.thinking, keep_cots=choice.keep_cots, tools=tuple(req.tools or ())
-        )
+        constraints = resolve_constraints(req, thinking=choice.thinking, max_tools=s.max_tools)
+        options = ChatOptions(thinking=choice.thinking, keep_cots=choice.keep_cots, tools=constraints.tools)
         fmt = self.format
         rendered = await asyncio.to_thread(
             render_chat,
@@ -165,17 +200,23 @@ class ChatServing:
             reasoning=ReasoningControl(
                 enabled=choice.thinking, budget=choice.budget, starts_open=rendered.opened_think
             ),
+            grammar=constraints.grammar,
+            grammar_trigger=constraints.grammar_trigger,
             request_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
         )
-        return model, gen, rendered, choice
+        return Prepared(model, gen, rendered, choice, constraints)
 
-    async def _start(self, req: ChatCompletionRequest) -> tuple[str, str, RequestStream, OutputParser]:
-        model, gen, rendered, choice = await self.prepare(req)
-        stream = await self.engine.submit(gen)  # raises before anything is sent
-        parser = OutputParser(
-            reasoning=not choice.inline, start_in_reasoning=rendered.opened_think, tools=None
+    async def _start(self, req: ChatCompletionRequest) -> tuple[str, str, RequestStream, EventSource]:
+        p = await self.prepare(req)
+        stream = await self.engine.submit(p.gen)  # raises before anything is sent
+        parser: EventSource = OutputParser(
+            reasoning=not p.choice.inline,
+            start_in_reasoning=p.rendered.opened_think,
+            tools=p.constraints.parse_tools,
         )
-        return model.id, gen.request_id, stream, parser
+        if p.constraints.single_call:
+            parser = SingleCallFilter(parser)
+        return p.model.id, p.gen.request_id, stream, parser
 
     async def create_full(self, req: ChatCompletionRequest) -> dict[str, Any]:
         return await self._collect(*await self._start(req))
@@ -185,7 +226,7 @@ class ChatServing:
         return self._chunks(*await self._start(req), include_usage)
 
     async def _collect(
-        self, model_id: str, rid: str, stream: RequestStream, parser: OutputParser
+        self, model_id: str, rid: str, stream: RequestStream, parser: EventSource
     ) -> dict[str, Any]:
         reasoning: list[str] = []
         content: list[str] = []
@@ -231,7 +272,7 @@ class ChatServing:
         }
 
     async def _chunks(
-        self, model_id: str, rid: str, stream: RequestStream, parser: OutputParser, include_usage: bool
+        self, model_id: str, rid: str, stream: RequestStream, parser: EventSource, include_usage: bool
     ) -> AsyncIterator[dict[str, Any]]:
         created = int(time.time())
 

@@ -22,14 +22,49 @@ from hermesd.models.formats.errors import PromptError
 THINK_CLOSE = "</think>"
 
 # Keywords the converter does not enforce (it would accept values that break them).
-UNSUPPORTED_KEYWORDS = frozenset({
-    "not", "if", "then", "else", "dependentSchemas", "dependentRequired", "dependencies",
-    "patternProperties", "propertyNames", "unevaluatedProperties", "unevaluatedItems", "contains",
-    "minContains", "maxContains", "uniqueItems", "multipleOf", "$dynamicRef", "$recursiveRef",
-})
-_SCHEMA_CHILDREN = ("items", "additionalProperties", "prefixItems", "anyOf", "oneOf", "allOf",
-                    "properties", "$defs", "definitions")
+UNSUPPORTED_KEYWORDS = frozenset(
+    {
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentSchemas",
+        "dependentRequired",
+        "dependencies",
+        "patternProperties",
+        "propertyNames",
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "contains",
+        "minContains",
+        "maxContains",
+        "uniqueItems",
+        "multipleOf",
+        "$dynamicRef",
+        "$recursiveRef",
+        # llama-cpp-python's converter does not bound numbers or object sizes either
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minProperties",
+        "maxProperties",
+    }
+)
+_SCHEMA_CHILDREN = (
+    "items",
+    "additionalProperties",
+    "prefixItems",
+    "anyOf",
+    "oneOf",
+    "allOf",
+    "properties",
+    "$defs",
+    "definitions",
+)
 _MAX_SCHEMA_BYTES = 64 * 1024
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 
 
 def check_schema(schema: Any, param: str) -> None:
@@ -43,9 +78,13 @@ def check_schema(schema: Any, param: str) -> None:
                 if key in UNSUPPORTED_KEYWORDS:
                     raise PromptError(
                         f"{param}: the JSON-schema keyword '{key}' (at '{pointer or '/'}') is not supported "
-                        "for constrained output", param)
+                        "for constrained output",
+                        param,
+                    )
                 if key == "$ref" and isinstance(value, str) and not value.startswith("#"):
-                    raise PromptError(f"{param}: only local '$ref' (#/...) is supported, got {value!r}", param)
+                    raise PromptError(
+                        f"{param}: only local '$ref' (#/...) is supported, got {value!r}", param
+                    )
                 if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
                     for name, child in value.items():
                         walk(child, f"{pointer}/{key}/{name}")
@@ -61,9 +100,11 @@ def check_schema(schema: Any, param: str) -> None:
 def schema_grammar(schema: Mapping[str, Any] | bool, param: str) -> str:
     check_schema(schema, param)
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
     except Exception as exc:  # the converter raises many kinds of errors for bad schemas
         raise PromptError(f"{param}: cannot build a grammar from this schema: {exc}", param) from exc
+    # JSON forbids raw control characters inside strings; this converter's `char` rule allows them
+    return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
 
 
 _LITERAL = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')
@@ -87,8 +128,9 @@ def _rename_root(grammar: str, prefix: str) -> str:
     return "".join(out)
 
 
-def tool_call_grammar(tools: Sequence[Mapping[str, Any]], *, only: str | None = None,
-                      parallel: bool = True) -> str:
+def tool_call_grammar(
+    tools: Sequence[Mapping[str, Any]], *, only: str | None = None, parallel: bool = True
+) -> str:
     """A grammar whose every sentence is one (or, with `parallel`, several) Hermes tool calls:
     `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, with arguments that follow
     the function's parameter schema."""
@@ -98,11 +140,16 @@ def tool_call_grammar(tools: Sequence[Mapping[str, Any]], *, only: str | None = 
         if only is not None and fn["name"] != only:
             continue
         params = fn.get("parameters") or {"type": "object"}
-        variants.append((i, {
-            "type": "object",
-            "properties": {"name": {"const": fn["name"]}, "arguments": params},
-            "required": ["name", "arguments"],
-        }))
+        variants.append(
+            (
+                i,
+                {
+                    "type": "object",
+                    "properties": {"name": {"const": fn["name"]}, "arguments": params},
+                    "required": ["name", "arguments"],
+                },
+            )
+        )
     if not variants:
         raise PromptError(f"tool_choice names the function {only!r}, which is not in tools", "tool_choice")
     parts = []
