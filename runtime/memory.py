@@ -5,9 +5,11 @@ Pure functions of the architecture numbers. They follow what llama.cpp allocates
   cells = context x parallel sequences, padded to 256 like llama.cpp's n_ctx padding.
 - compute buffer: the graph allocator reuses memory, so the peak is the largest live set of one
   micro-batch: the logits (n_ubatch x vocab floats) on the device holding the output layer, the
-  gated FFN activations elsewhere, or the attention scores without flash attention
-  (n_ubatch x heads x cells floats). Checked against llama.cpp's reported "compute buffer size":
-  Llama-3-8B, n_ubatch 512, flash attention: 258.5 MiB reported = 512 x (128256 + 4096) x 4 B.
+  gated FFN activations, or the attention scores without flash attention (n_ubatch x cells x heads
+  floats); plus what stays live through the whole graph: the f16 attention mask (n_ubatch x cells
+  of one sequence) and the residual stream. Checked against llama.cpp's reported "compute buffer
+  size" for a tiny Llama (tests/unit/test_gguf_info.py) across context, micro-batch, sequences and
+  flash attention (within 10 %); for Hermes-sized models the logits term dominates.
 """
 
 from __future__ import annotations
@@ -47,11 +49,18 @@ def kv_bytes_per_layer(variant: Variant, cells: int, kv_type: str) -> int:
 def compute_buffer_bytes(
     variant: Variant, *, n_ubatch: int, cells: int, flash_attn: bool, with_output: bool
 ) -> int:
+    """Peak compute buffer of one device; `cells` is the KV length of ONE sequence."""
     f32 = 4
-    ffn = n_ubatch * (2 * variant.intermediate_size + variant.hidden_size) * f32
-    attention = n_ubatch * variant.heads * (variant.head_dim if flash_attn else cells) * f32
+    # gate, up and their product, with the normed input and the residual alive
+    ffn = n_ubatch * (3 * variant.intermediate_size + 2 * variant.hidden_size) * f32
+    if flash_attn:  # Q, K, V views of the batch and the attention output
+        attention = n_ubatch * (3 * variant.heads * variant.head_dim + 2 * variant.hidden_size) * f32
+    else:  # KQ scores in f32, and their softmax
+        attention = n_ubatch * cells * (variant.heads * f32 + 2)
     logits = n_ubatch * (variant.vocab_size + variant.hidden_size) * f32 if with_output else 0
-    return max(ffn, attention, logits) + 2 * n_ubatch * variant.hidden_size * f32
+    mask = n_ubatch * cells * 2  # f16 KQ mask, an input of every layer
+    residual = n_ubatch * variant.hidden_size * f32
+    return max(ffn, attention, logits) + mask + residual
 
 
 def host_buffer_bytes(variant: Variant, *, n_ubatch: int) -> int:

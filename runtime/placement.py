@@ -88,11 +88,14 @@ def place(variant: Variant, layout: WeightLayout, hw: Hardware, budget: Budget) 
     kv_layer = kv_bytes_per_layer(variant, cells, budget.kv_type)
     costs = [w + kv_layer for w in layout.layer_bytes]
     n = len(costs)
+    # Each sequence attends over its own KV stream (llama.cpp's default, kv_unified off), so the
+    # attention scratch of a micro-batch scales with one sequence's context, not with all cells.
+    seq_cells = kv_cells(budget.context, 1)
     comp_out = compute_buffer_bytes(
-        variant, n_ubatch=budget.n_ubatch, cells=cells, flash_attn=budget.flash_attn, with_output=True
+        variant, n_ubatch=budget.n_ubatch, cells=seq_cells, flash_attn=budget.flash_attn, with_output=True
     )
     comp_mid = compute_buffer_bytes(
-        variant, n_ubatch=budget.n_ubatch, cells=cells, flash_attn=budget.flash_attn, with_output=False
+        variant, n_ubatch=budget.n_ubatch, cells=seq_cells, flash_attn=budget.flash_attn, with_output=False
     )
     free = [g.memory_free_mib * MIB for g in hw.gpus]
 
