@@ -185,54 +185,60 @@ def llama_unpermute_qk(weights: np.ndarray, n_head: int, n_head_kv: int | None =
     )
 
 
-def _cfg(config: Any, key: str, default: Any = None) -> Any:
+def config_value(config: Any, key: str, default: Any = None) -> Any:
     """Read a field from a transformers config object or a plain mapping (config.json)."""
     if isinstance(config, Mapping):
         return config.get(key, default)
     return getattr(config, key, default)
 
 
-def _required(config: Any, key: str) -> Any:
-    value = _cfg(config, key)
+def config_required(config: Any, key: str) -> Any:
+    """Like `config_value`, but a missing field is a GGUFWriteError naming it."""
+    value = config_value(config, key)
     if value is None:
         raise GGUFWriteError(f"config: field {key!r} is missing")
     return value
 
 
+# Old private names, still imported by models/gguf_lora.py.
+_cfg = config_value
+_required = config_required
+
+
 def _rope_theta(config: Any) -> float:
     # transformers 5 moved rope_theta into `rope_parameters`; config.json files of older models
     # keep it at the top level.
-    params = _cfg(config, "rope_parameters") or {}
+    params = config_value(config, "rope_parameters") or {}
     theta = params.get("rope_theta") if isinstance(params, Mapping) else None
-    return float(theta if theta is not None else _cfg(config, "rope_theta", 10000.0))
+    return float(theta if theta is not None else config_value(config, "rope_theta", 10000.0))
 
 
 def head_dim(config: Any) -> int:
     """The per-head size: explicit `head_dim` (qwen3) or hidden_size / num_attention_heads."""
-    explicit = _cfg(config, "head_dim")
+    explicit = config_value(config, "head_dim")
     if explicit:
         return int(explicit)
-    return int(_required(config, "hidden_size")) // int(_required(config, "num_attention_heads"))
+    return int(config_required(config, "hidden_size")) // int(config_required(config, "num_attention_heads"))
 
 
 def add_arch_kv(writer: gguf.GGUFWriter, arch: str, config: Any) -> None:
     """Write `<arch>.*` hyper-parameters from a transformers config (object or config.json mapping)."""
     _arch(arch)
-    n_head = int(_required(config, "num_attention_heads"))
+    n_head = int(config_required(config, "num_attention_heads"))
     dim = head_dim(config)
-    writer.add_context_length(int(_required(config, "max_position_embeddings")))
-    writer.add_embedding_length(int(_required(config, "hidden_size")))
-    writer.add_block_count(int(_required(config, "num_hidden_layers")))
-    writer.add_feed_forward_length(int(_required(config, "intermediate_size")))
+    writer.add_context_length(int(config_required(config, "max_position_embeddings")))
+    writer.add_embedding_length(int(config_required(config, "hidden_size")))
+    writer.add_block_count(int(config_required(config, "num_hidden_layers")))
+    writer.add_feed_forward_length(int(config_required(config, "intermediate_size")))
     writer.add_head_count(n_head)
-    writer.add_head_count_kv(int(_cfg(config, "num_key_value_heads") or n_head))
-    writer.add_layer_norm_rms_eps(float(_required(config, "rms_norm_eps")))
+    writer.add_head_count_kv(int(config_value(config, "num_key_value_heads") or n_head))
+    writer.add_layer_norm_rms_eps(float(config_required(config, "rms_norm_eps")))
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_rope_dimension_count(dim)
     # Explicit head sizes: required where head_dim != hidden/heads (qwen3), harmless elsewhere.
     writer.add_key_length(dim)
     writer.add_value_length(dim)
-    writer.add_vocab_size(int(_required(config, "vocab_size")))
+    writer.add_vocab_size(int(config_required(config, "vocab_size")))
 
 
 def add_tokenizer_kv(writer: gguf.GGUFWriter, tokenizer: TokenizerSpec) -> None:
@@ -262,9 +268,9 @@ def gguf_tensors(
     arch: str, config: Any, state_dict: Mapping[str, np.ndarray]
 ) -> Iterator[tuple[str, np.ndarray]]:
     """(GGUF name, float32 array in GGUF layout) for each weight of a HF state dict."""
-    n_head = int(_required(config, "num_attention_heads"))
-    n_head_kv = int(_cfg(config, "num_key_value_heads") or n_head)
-    tied = bool(_cfg(config, "tie_word_embeddings", False))
+    n_head = int(config_required(config, "num_attention_heads"))
+    n_head_kv = int(config_value(config, "num_key_value_heads") or n_head)
+    tied = bool(config_value(config, "tie_word_embeddings", False))
     for hf_name, value in state_dict.items():
         if _SKIPPED.search(hf_name) or (tied and hf_name.endswith("lm_head.weight")):
             continue
