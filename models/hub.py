@@ -170,14 +170,20 @@ def resolve(entry: QuantEntry, env: HubEnv) -> ResolvedFiles:
     return ResolvedFiles(entry.repo, commit, tuple(files))
 
 
-def refresh_catalog(catalog: Catalog, env: HubEnv) -> list[OverlayEntry]:
-    """Overlay entries for every repo the catalog names, from the hub's metadata."""
+def refresh_catalog(catalog: Catalog, env: HubEnv) -> tuple[list[OverlayEntry], list[str]]:
+    """Overlay entries for every repo the catalog names, from the hub's metadata, and one message
+    per repo that could not be read (the others are still refreshed)."""
     out: list[OverlayEntry] = []
+    failures: list[str] = []
     for repo in sorted({q.repo for v in catalog.variants for q in v.quants}):
-        commit, listing = list_repo(repo, env)
+        try:
+            commit, listing = list_repo(repo, env)
+        except HubError as exc:
+            failures.append(str(exc))
+            continue
         files = [CatalogFile(f.path, f.size, f.sha256) for f in listing]
         out.extend(overlay_from_listing(catalog, repo, commit, files))
-    return out
+    return out, failures
 
 
 # -- local cache
@@ -254,8 +260,7 @@ def ensure_local(
                 "and offline mode is on (--offline or HF_HUB_OFFLINE=1). Download them on a connected "
                 "machine with `hermesd pull`, or copy that cache here."
             )
-        for p in paths:
-            verify_file(p, _sha_from_blob_name(p), record, progress)
+        verify_cached(paths, progress=progress, verify_record=record)
         return paths
     resolved = resolve(entry, env)
     paths = download(resolved, env, progress=progress, verify_record=record)
@@ -316,6 +321,15 @@ def verify_file(
             "corrupted in transfer or on disk and has been removed from the cache. Run the command again."
         )
     _write_record(record, str(real), {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": expected})
+
+
+def verify_cached(
+    paths: Sequence[Path], *, progress: DownloadProgress | None = None, verify_record: Path | None = None
+) -> None:
+    """Verify files already in the HF cache, offline: an LFS blob is named by its sha256."""
+    record = verify_record or default_verify_record()
+    for p in paths:
+        verify_file(p, _sha_from_blob_name(p), record, progress)
 
 
 def _sha_from_blob_name(path: Path) -> str | None:

@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import huggingface_hub.constants as hf_constants
-import huggingface_hub.file_download as hf_download
 import pytest
 
 from hermesd.models.catalog import Catalog, CatalogFile, QuantEntry, load_catalog
@@ -26,7 +24,7 @@ from hermesd.models.hub import (
     first_file,
     refresh_catalog,
 )
-from tests.fixtures.fake_hub import FakeHub, running_hub
+from tests.fixtures.fake_hub import FakeHub, point_hf_at, running_hub
 
 REPO = "test-org/Hermes-Tiny-GGUF"
 SHARDS = [f"Hermes-Tiny-Q4_K_M-{i:05d}-of-00002.gguf" for i in (1, 2)]
@@ -54,23 +52,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     with running_hub() as fake:
         fake.add(REPO, {name: os.urandom(5 * CHUNK + 123 * i) for i, name in enumerate(SHARDS)})
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-        monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-        for name in (
-            "HF_HUB_OFFLINE",
-            "TRANSFORMERS_OFFLINE",
-            "HF_HUB_CACHE",
-            "HUGGINGFACE_HUB_CACHE",
-            "HF_TOKEN",
-        ):
-            monkeypatch.delenv(name, raising=False)
-        # huggingface_hub reads HF_HUB_OFFLINE at import: make sure an outer setting does not leak in.
-        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-        # Small chunks so a 300 KB file spans several (a resumed transfer restarts at a chunk boundary),
-        # and no 1 s pauses between huggingface_hub's retries.
-        monkeypatch.setattr(hf_constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)
-        monkeypatch.setattr(hf_download.time, "sleep", lambda _s: None)
+        point_hf_at(fake, monkeypatch, tmp_path / "hf", chunk=CHUNK)
         yield fake
 
 
@@ -203,8 +185,8 @@ def test_catalog_refresh_reads_names_sizes_and_sha256(hub: FakeHub) -> None:
     v = base.variants[-1]
     variant = type(v)(**{**v.__dict__, "quants": (entry(files=["old-name.gguf"]),)})
     catalog = Catalog(variants=(variant,), quant_types=base.quant_types, by_id={variant.id: variant})
-    entries = refresh_catalog(catalog, HubEnv.from_environ())
-    assert len(entries) == 1
+    entries, failures = refresh_catalog(catalog, HubEnv.from_environ())
+    assert len(entries) == 1 and failures == []
     got = entries[0]
     assert [f.path for f in got.files] == SHARDS
     assert [f.sha256 for f in got.files] == [hub.repos[REPO].sha256(n) for n in SHARDS]

@@ -1,0 +1,210 @@
+"""`hermesd plan`: which Hermes 4 this machine (or a --hardware profile) should run, and why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from hermesd.cli.autoplan import (
+    NothingFits,
+    entry_of,
+    load_catalog_or_fail,
+    load_hardware,
+    make_plan,
+)
+from hermesd.models.hub import HubEnv, cached_files, first_file
+from hermesd.runtime.hardware import Hardware, to_profile_json
+from hermesd.runtime.memory import GIB, KV_TYPES
+from hermesd.runtime.plan_verify import VerifyReport, verify_plan
+from hermesd.runtime.planner import Plan, plan_to_json
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f}"
+
+
+def render_hardware(console: Console, hw: Hardware) -> None:
+    table = Table(title=f"Hardware ({hw.source})", title_justify="left")
+    for col in ("device", "name", "total GiB", "free GiB", "bandwidth GB/s", "notes"):
+        table.add_column(col, justify="right" if "GiB" in col or "GB/s" in col else "left")
+    for g in hw.gpus:
+        bw = g.bandwidth_gbps()
+        note = f"compute {g.compute_capability}" if g.compute_capability else ""
+        table.add_row(
+            f"GPU {g.index}",
+            g.name,
+            f"{g.memory_total_mib / 1024:.2f}",
+            f"{g.memory_free_mib / 1024:.2f}",
+            f"{bw:g}" + ("" if g.memory_bandwidth_gbps else " (assumed)"),
+            note,
+        )
+    features = ", ".join(hw.cpu_features) or "-"
+    table.add_row(
+        "RAM",
+        f"{hw.cpu_cores} CPU cores",
+        f"{hw.ram_total_mib / 1024:.2f}",
+        f"{hw.ram_available_mib / 1024:.2f}",
+        f"{hw.ram_bandwidth():g}" + ("" if hw.ram_bandwidth_gbps else " (assumed)"),
+        features,
+    )
+    console.print(table)
+    if not hw.gpus:
+        console.print("no NVIDIA GPU: CPU-only machine")
+    for note in hw.notes:
+        console.print(f"[dim]{note}[/dim]")
+
+
+def render_plan(console: Console, p: Plan, verify: VerifyReport | None = None) -> None:
+    where = (
+        "entirely on the GPUs"
+        if p.full_offload
+        else (
+            f"{p.n_gpu_layers}/{p.layers_total} layers on GPUs, the rest in RAM"
+            if p.n_gpu_layers
+            else "on the CPU"
+        )
+    )
+    speed = p.estimate.tokens_per_s
+    speed_text = "" if speed == float("inf") else f", ~{speed:.1f} tok/s (bandwidth bound)"
+    console.print(
+        f"\n[bold]Choice:[/bold] {p.variant_name} [bold]{p.quant}[/bold] — {where}; "
+        f"context {p.context} x {p.parallel} sequence(s){speed_text}"
+    )
+    table = Table(title="Placement", title_justify="left")
+    for col in ("device", "layers", "weights", "KV cache", "compute", "margin", "total GiB", "capacity GiB"):
+        table.add_column(col, justify="left" if col == "device" else "right")
+    for d in p.placement:
+        label = f"GPU {d.index} {d.name}" if d.device == "gpu" else "CPU RAM"
+        table.add_row(
+            label,
+            str(d.layers),
+            _gib(d.weights_bytes),
+            _gib(d.kv_bytes),
+            _gib(d.compute_bytes),
+            _gib(d.margin_bytes),
+            _gib(d.bytes),
+            _gib(d.capacity_bytes),
+        )
+    e = p.estimate
+    table.add_row(
+        "total",
+        str(p.layers_total),
+        _gib(e.weights_bytes),
+        _gib(e.kv_bytes),
+        _gib(e.compute_bytes),
+        _gib(e.margin_bytes),
+        _gib(e.total_bytes),
+        "",
+        style="bold",
+    )
+    console.print(table)
+    console.print(
+        f"llama.cpp: n_gpu_layers={p.n_gpu_layers} tensor_split={list(p.tensor_split) or '-'} "
+        f"n_ctx={p.n_ctx} n_seq_max={p.parallel} flash_attn={p.flash_attn} type_k/v={p.kv_type}"
+    )
+    console.print("[bold]Files:[/bold] " + ", ".join(p.files) + f" (sizes: {e.size_source})")
+    console.print("[bold]Why:[/bold]")
+    for line in p.reasons:
+        console.print(f"  - {line}")
+    console.print("[bold]Arithmetic:[/bold]")
+    for line in p.arithmetic:
+        console.print(f"  {line}")
+    if verify is not None:
+        for line in verify.lines():
+            console.print(f"  {line}")
+
+
+@click.command("plan")
+@click.option(
+    "--hardware",
+    "hardware_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="JSON hardware profile to plan for instead of this machine",
+)
+@click.option("--variant", default=None, help="hermes-4-14b, hermes-4.3-36b, hermes-4-70b or hermes-4-405b")
+@click.option("--quant", default=None, help="Q4_K_M, Q8_0, ... (default: the best that fits)")
+@click.option("--ctx", type=click.IntRange(256), default=None, help="context per sequence (default 16384)")
+@click.option(
+    "--parallel", type=click.IntRange(1, 64), default=1, show_default=True, help="sequences at once"
+)
+@click.option("--kv-type", type=click.Choice(sorted(KV_TYPES)), default="f16", show_default=True)
+@click.option("--prefer", type=click.Choice(["quality", "speed"]), default="quality", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--show-hardware", is_flag=True, help="only show the hardware (a profile with --json)")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="dry-run llama.cpp on the chosen file when it is local",
+)
+def plan_command(
+    hardware_file: Path | None,
+    variant: str | None,
+    quant: str | None,
+    ctx: int | None,
+    parallel: int,
+    kv_type: str,
+    prefer: str,
+    as_json: bool,
+    show_hardware: bool,
+    verify: bool,
+) -> None:
+    """Choose the Hermes 4 variant, quantization and GPU/CPU split for this machine, and show the
+    arithmetic. Exit status 1 when nothing fits."""
+    hw = load_hardware(hardware_file)
+    console = Console()
+    if show_hardware:
+        if as_json:
+            click.echo(json.dumps(to_profile_json(hw), indent=2))
+        else:
+            render_hardware(console, hw)
+        return
+    catalog = load_catalog_or_fail()
+    env = HubEnv.from_environ()
+    try:
+        p = make_plan(
+            catalog,
+            hw,
+            env,
+            variant=variant,
+            quant=quant,
+            ctx=ctx,
+            parallel=parallel,
+            kv_type=kv_type,
+            prefer=prefer,
+        )
+    except NothingFits as exc:
+        if as_json:
+            click.echo(json.dumps(plan_to_json(exc.result)))
+        else:
+            render_hardware(console, hw)
+            console.print("[bold]The closest option:[/bold]")
+            for line in exc.result.arithmetic:
+                console.print(f"  {line}")
+        raise
+    report = None
+    if verify and p.estimate.size_source == "gguf":
+        paths = cached_files(entry_of(catalog, p), env)
+        if paths:
+            report = verify_plan(p, first_file(paths))
+    if as_json:
+        doc = plan_to_json(p)
+        if report is not None:
+            doc["verify"] = [
+                {
+                    "name": m.name,
+                    "estimated_bytes": m.estimated_bytes,
+                    "measured_bytes": m.measured_bytes,
+                    "error": m.error,
+                    "how": m.how,
+                }
+                for m in report.measurements
+            ] or {"skipped": report.note}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    render_hardware(console, hw)
+    render_plan(console, p, report)

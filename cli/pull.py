@@ -1,0 +1,124 @@
+"""`hermesd pull [VARIANT[:QUANT]]`: download a Hermes 4 GGUF (all shards) into the HF cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from hermesd.cli.autoplan import (
+    UsageFailure,
+    fetch,
+    load_catalog_or_fail,
+    load_hardware,
+    make_plan,
+)
+from hermesd.models.catalog import CatalogError, parse_model_ref
+from hermesd.models.hub import HubEnv, first_file
+from hermesd.runtime.memory import KV_TYPES
+
+
+class RichDownloadProgress:
+    """hermesd.models.hub.DownloadProgress drawn with rich (on stderr, so --json stays clean)."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+
+    def __enter__(self) -> RichDownloadProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, label: str, total: int | None, done: int = 0) -> TaskID:
+        return self.progress.add_task(label, total=total, completed=done)
+
+    def advance(self, task: Any, n: int) -> None:
+        self.progress.advance(task, n)
+
+    def finish(self, task: Any) -> None:
+        total = self.progress.tasks[task].total if task in self.progress.task_ids else None
+        if total is not None:
+            self.progress.update(task, completed=total)
+
+
+@click.command("pull")
+@click.argument("model_ref", metavar="[VARIANT[:QUANT]]", required=False)
+@click.option(
+    "--hardware",
+    "hardware_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="plan for this hardware profile instead of this machine",
+)
+@click.option(
+    "--ctx", type=click.IntRange(256), default=None, help="context the plan must fit (default 16384)"
+)
+@click.option("--parallel", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--kv-type", type=click.Choice(sorted(KV_TYPES)), default="f16", show_default=True)
+@click.option("--prefer", type=click.Choice(["quality", "speed"]), default="quality", show_default=True)
+@click.option("--offline", is_flag=True, help="only check the local cache (also HF_HUB_OFFLINE=1)")
+def pull_command(
+    model_ref: str | None,
+    hardware_file: Path | None,
+    ctx: int | None,
+    parallel: int,
+    kv_type: str,
+    prefer: str,
+    offline: bool,
+) -> None:
+    """Download a Hermes 4 GGUF, every shard, sha256-checked. Without VARIANT[:QUANT], what
+    `hermesd plan` picks for this machine (or for --hardware)."""
+    catalog = load_catalog_or_fail()
+    env = HubEnv.from_environ(offline=offline)
+    err = Console(stderr=True)
+    variant = quant = None
+    if model_ref:
+        try:
+            variant, quant = parse_model_ref(model_ref, catalog)
+        except CatalogError as exc:
+            raise UsageFailure(str(exc)) from exc
+    if quant is None:
+        hw = load_hardware(hardware_file)
+        chosen = make_plan(
+            catalog,
+            hw,
+            env,
+            variant=variant,
+            quant=None,
+            ctx=ctx,
+            parallel=parallel,
+            kv_type=kv_type,
+            prefer=prefer,
+        )
+        variant, quant = chosen.variant, chosen.quant
+        err.print(f"plan for {hw.source}: [bold]{variant} {quant}[/bold]")
+    v = catalog.variant(variant or "")
+    entry = v.quant(quant) if v and quant else None
+    if entry is None:
+        raise UsageFailure(f"{variant} {quant} is not in the catalog")
+    err.print(f"fetching {entry.repo} ({entry.quant}) into {env.cache_dir}")
+    with RichDownloadProgress(err) as progress:
+        paths = fetch(entry, env, progress)
+    size = sum(p.stat().st_size for p in paths)
+    click.echo(f"{variant}:{quant}: {len(paths)} file(s), {size / 1e9:.2f} GB, verified")
+    click.echo(str(first_file(paths)))
