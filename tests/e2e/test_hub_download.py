@@ -180,6 +180,14 @@ def test_hub_errors_are_named(hub: FakeHub, repo: str, message: str) -> None:
         ensure_local(bad, HubEnv.from_environ())
 
 
+def test_hf_token_is_sent(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub.private[REPO] = "hf_secret"
+    with pytest.raises(HubError, match="set HF_TOKEN"):
+        ensure_local(entry(), HubEnv.from_environ(), verify_record=tmp_path / "v.json")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    assert len(ensure_local(entry(), HubEnv.from_environ(), verify_record=tmp_path / "v.json")) == 2
+
+
 def test_catalog_refresh_reads_names_sizes_and_sha256(hub: FakeHub) -> None:
     base = load_catalog(overlay=Path("/nonexistent"))
     v = base.variants[-1]
