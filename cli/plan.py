@@ -106,7 +106,8 @@ def render_plan(console: Console, p: Plan, verify: VerifyReport | None = None) -
         f"llama.cpp: n_gpu_layers={p.n_gpu_layers} tensor_split={list(p.tensor_split) or '-'} "
         f"n_ctx={p.n_ctx} n_seq_max={p.parallel} flash_attn={p.flash_attn} type_k/v={p.kv_type}"
     )
-    console.print("[bold]Files:[/bold] " + ", ".join(p.files) + f" (sizes: {e.size_source})")
+    files = p.files[0] if len(p.files) == 1 else f"{p.files[0]} (+ {len(p.files) - 1} more parts)"
+    console.print(f"[bold]Files:[/bold] {files} (sizes: {e.size_source})")
     console.print("[bold]Why:[/bold]")
     for line in p.reasons:
         console.print(f"  - {line}")

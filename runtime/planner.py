@@ -283,6 +283,9 @@ def _build(
         size_source=c.layout.source,
     )
     floor = catalog.quant_types[AUTO_FLOOR_QUANT].rank
+    asked = " ".join(f"--{k} {v}" for k, v in (("variant", req.variant), ("quant", req.quant)) if v)
+    if asked:
+        why = f"{why} (limited by {asked})"
     reasons = [why, *_alternatives(c, fits, misses, req, floor), *_better_quant_hint(c, catalog, hw, req)]
     return Plan(
         variant=c.variant.id,
