@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 from rich.console import Console
@@ -24,7 +25,7 @@ def catalog_group() -> None:
 def show_command(as_json: bool) -> None:
     """List every variant and quant with its repo, files and size (and how firm the size is)."""
     catalog = load_catalog_or_fail()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for v in catalog.ordered():
         for q in v.quants:
             size = q.known_size() or weight_layout(v, q, catalog.quant_types[q.quant]).total
