@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import click
 
+from hermesd.cli.catalog_cmd import catalog_group
 from hermesd.cli.install_service import install_service_command
+from hermesd.cli.models_cmd import models_command
+from hermesd.cli.plan import plan_command
+from hermesd.cli.pull import pull_command
 from hermesd.cli.serve import serve_command
 
 
@@ -14,8 +18,15 @@ def cli() -> None:
     """hermesd: a private Hermes 4 endpoint."""
 
 
-cli.add_command(serve_command)
-cli.add_command(install_service_command)
+for command in (
+    serve_command,
+    plan_command,
+    pull_command,
+    models_command,
+    catalog_group,
+    install_service_command,
+):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ import click
 
 from hermesd.cli.logs import setup_logging
 from hermesd.cli.settings_options import flags_from, settings_options
-from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
+from hermesd.models.gguf_validate import GGUFSummary, GGUFValidationError, validate_gguf
 from hermesd.runtime import sdnotify
+from hermesd.runtime.engine.fallback import load_with_fallback
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine, default_threads
 from hermesd.runtime.engine.scheduler import ContextConfig
@@ -49,7 +52,7 @@ def engine_config(settings: Settings, model_path: Path) -> EngineConfig:
     )
 
 
-def check_model_file(path: Path) -> Path:
+def check_model_file(path: Path) -> tuple[Path, GGUFSummary]:
     """Refuse a missing, unreadable or non-regular file with one clear line."""
     try:
         st = path.stat()
@@ -71,10 +74,16 @@ def check_model_file(path: Path) -> Path:
     if magic != b"GGUF":
         fail(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
     try:
-        validate_gguf(path, kind="model")
+        summary = validate_gguf(path, kind="model")
     except GGUFValidationError as exc:
         fail(f"refusing to load a damaged or hostile model file: {exc}")
-    return path
+    return path, summary
+
+
+def gpu_offload_available() -> bool:
+    import llama_cpp.llama_cpp as ll
+
+    return bool(ll.llama_supports_gpu_offload())
 
 
 def check_exposure(settings: Settings) -> None:
@@ -110,20 +119,83 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
         fail(str(exc))
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         fail(f"invalid settings: {exc}")
-    if settings.model is None:
-        fail("no model given: use --model PATH.gguf")
-    assert settings.model is not None
-    model_path = check_model_file(settings.model.expanduser())
     setup_logging(settings.log_level)
     check_exposure(settings)
+    if settings.model is None:
+        settings = settings_from_plan(settings)
+    assert settings.model is not None
+    model_path, summary = check_model_file(settings.model.expanduser())
     log.info("settings: %s", settings.redacted())
-    run_server(settings, model_path)
+    arch = summary.architecture or ""
+    blocks = summary.kv.get(f"{arch}.block_count")
+    run_server(settings, model_path, int(blocks) if isinstance(blocks, int) else 0)
 
 
-def run_server(settings: Settings, model_path: Path) -> None:
+def settings_from_plan(settings: Settings) -> Settings:
+    """No --model: plan for this machine, fetch the files (or use the cache), and apply the plan's
+    placement, context and slots wherever the user did not set them explicitly."""
+    from rich.console import Console
+
+    from hermesd.cli.autoplan import choose_model_for_serve
+
+    explicit = settings.model_fields_set
+    console = Console(stderr=True)
+    try:
+        path, plan = choose_model_for_serve(
+            hardware_file=settings.hardware,
+            variant=settings.variant,
+            quant=settings.quant,
+            ctx=settings.ctx if "ctx" in explicit else None,
+            parallel=settings.parallel if "parallel" in explicit else 1,
+            kv_type=settings.kv_type,
+            prefer=settings.prefer,
+            offline=settings.offline,
+            console=console,
+        )
+    except click.ClickException as exc:
+        fail(exc.format_message())
+    update: dict[str, Any] = {"model": path}
+    planned = {
+        "ctx": plan.context,
+        "parallel": plan.parallel,
+        "gpu_layers": plan.n_gpu_layers,
+        "tensor_split": list(plan.tensor_split),
+        "flash_attn": plan.flash_attn,
+    }
+    update.update({k: v for k, v in planned.items() if k not in explicit})
+    log.info(
+        "plan: %s %s, %d/%d layers on GPUs, context %d x %d",
+        plan.variant,
+        plan.quant,
+        min(plan.n_gpu_layers, plan.layers_total),
+        plan.layers_total,
+        plan.context,
+        plan.parallel,
+    )
+    return settings.model_copy(update=update)
+
+
+def run_server(settings: Settings, model_path: Path, total_layers: int) -> None:
     import uvicorn
 
-    from hermesd.server.app import create_app
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM/SIGINT, drain the engine while uvicorn stops listening, so running streams
+        finish (or end with a final event) before the connections are closed."""
+
+        def __init__(self, config: uvicorn.Config, app: Any) -> None:
+            super().__init__(config)
+            self.hermesd_app = app
+            self._drain_task: asyncio.Task[None] | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self._drain_task is None:
+                sdnotify.notify("STOPPING=1")
+                log.info("signal %d: draining (up to %.0f s)", sig, settings.drain_timeout)
+                loop = asyncio.get_event_loop()
+                self._drain_task = loop.create_task(drain_app(self.hermesd_app.state.hermesd))
+            super().handle_exit(sig, frame)
+
+    from hermesd.server.app import create_app, drain_app
 
     config = engine_config(settings, model_path)
     failure: list[str] = []
@@ -138,7 +210,18 @@ def run_server(settings: Settings, model_path: Path) -> None:
         log.info("ready on http://%s:%d", settings.host, settings.port)
         sdnotify.notify("READY=1")
 
-    app = create_app(settings, lambda: LlamaCppEngine(config), on_ready=on_ready, on_load_error=on_load_error)
+    def load_engine() -> LlamaCppEngine:
+        def load(layers: int) -> LlamaCppEngine:
+            return LlamaCppEngine(replace(config, model=replace(config.model, gpu_layers=layers)))
+
+        return load_with_fallback(
+            load,
+            gpu_layers=config.model.gpu_layers,
+            total_layers=total_layers,
+            gpu_available=gpu_offload_available(),
+        )
+
+    app = create_app(settings, load_engine, on_ready=on_ready, on_load_error=on_load_error)
     uv_config = uvicorn.Config(
         app,
         host=settings.host,
@@ -147,7 +230,7 @@ def run_server(settings: Settings, model_path: Path) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
     )
-    server = uvicorn.Server(uv_config)
+    server = DrainingServer(uv_config, app)
     server.run()
     if failure:
         click.echo(f"hermesd: error: {failure[0]}", err=True)

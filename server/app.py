@@ -67,6 +67,16 @@ def build_serving(settings: Settings, engine: Engine) -> Serving:
     )
 
 
+async def drain_app(state: AppState) -> None:
+    """SIGTERM: stop taking requests (/health and new requests answer 503), let running streams
+    finish within the drain timeout, then end the rest with a final error event."""
+    if state.draining:
+        return
+    state.draining = True
+    if state.serving is not None:
+        await state.serving.engine.drain(state.settings.drain_timeout)
+
+
 def create_app(
     settings: Settings,
     engine_factory: EngineFactory,
@@ -81,10 +91,9 @@ def create_app(
         try:
             yield
         finally:
-            state.draining = True
             loader.cancel()
+            await drain_app(state)
             if state.serving is not None:
-                await state.serving.engine.drain(settings.drain_timeout)
                 await asyncio.to_thread(state.serving.engine.close)
 
     app = FastAPI(title="hermesd", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)

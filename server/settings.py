@@ -31,9 +31,10 @@ class Settings(BaseSettings):
     )
     chat_format: str | None = Field(None, description="override the detected prompt format")
     hardware: Path | None = Field(None, description="hardware profile JSON used instead of discovery")
-    variant: str | None = None
-    quant: str | None = None
-    offline: bool = False
+    variant: str | None = Field(None, description="Hermes 4 variant to plan for (e.g. hermes-4-14b)")
+    quant: str | None = Field(None, description="quantization to plan for (e.g. Q4_K_M)")
+    prefer: Literal["quality", "speed"] = Field("quality", description="what the planner optimises")
+    offline: bool = Field(False, description="never contact the Hugging Face hub")
 
     # -- llama.cpp
     ctx: int = Field(8192, ge=256, le=1 << 20, description="context tokens per sequence")

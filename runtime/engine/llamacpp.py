@@ -177,12 +177,21 @@ class LlamaCppEngine:
 
     # -- lifecycle
     async def drain(self, timeout: float) -> None:
-        """Stop taking requests and wait up to `timeout` s for running ones to finish."""
+        """Stop taking requests and wait up to `timeout` s for running ones to finish; then end
+        the rest with an error event, so every stream still closes properly."""
         with self.scheduler.cv:
             self.scheduler.accepting = False
         deadline = time.monotonic() + timeout
         while self.scheduler.busy() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self.scheduler.busy() and self.scheduler.thread.is_alive():
+            n = await asyncio.to_thread(
+                self.scheduler.call,
+                lambda: self.scheduler.abort_all(
+                    "the server is shutting down and the drain timeout has passed"
+                ),
+            )
+            log.warning("drain timeout (%.0f s) passed: ended %s unfinished requests", timeout, n)
 
     def close(self) -> None:
         self.scheduler.stop()

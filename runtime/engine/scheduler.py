@@ -192,6 +192,17 @@ class Scheduler:
         return future.result(timeout=timeout)
 
     # -- run on the decode thread through call()
+    def abort_all(self, reason: str) -> int:
+        """End every running and waiting request with an error event (the drain deadline passed)."""
+        active = self._active()
+        for seq in active:
+            self._finish(seq, "error", reason)
+        waiting = list(self.waiting)
+        self.waiting.clear()
+        for seq in waiting:
+            seq.sink(FinishEvent("error", Usage(len(seq.prompt), 0), reason))
+        return len(active) + len(waiting)
+
     def adapters_in_use(self) -> set[str]:
         used = {n for s in self.slots if s.busy for n, _ in s.busy.adapter_key}
         return used | {n for q in self.waiting for n, _ in q.adapter_key}

@@ -15,6 +15,14 @@ def app_state(request: Request) -> AppState:
 
 def serving(request: Request) -> Serving:
     state = app_state(request)
+    if state.draining:
+        raise APIError(
+            503,
+            "the server is shutting down",
+            type="server_error",
+            code="shutting_down",
+            headers={"Retry-After": "5"},
+        )
     if state.serving is None:
         if state.load_error:
             raise APIError(

@@ -51,7 +51,7 @@ def hermesd_cmd(*args: str) -> list[str]:
 
 @contextlib.contextmanager
 def run_server(
-    model: Path,
+    model: Path | None,
     tmp: Path,
     *flags: str,
     env: dict[str, str] | None = None,
@@ -60,10 +60,10 @@ def run_server(
 ) -> Iterator[ServerProcess]:
     port = free_port()
     log_path = tmp / f"hermesd-{port}.log"
+    model_flag = ["--model", str(model)] if model is not None else []
     cmd = hermesd_cmd(
         "serve",
-        "--model",
-        str(model),
+        *model_flag,
         "--port",
         str(port),
         "--state-dir",

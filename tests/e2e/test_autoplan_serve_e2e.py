@@ -1,0 +1,50 @@
+"""`hermesd serve` with no arguments: it plans for the (profiled) machine, fetches the planned file
+from the hub (a local fake speaking the hub's protocol on 127.0.0.1), and serves it; a second start
+works offline from the cache. The "14B Q4_K_M" the fake hub serves is the tiny qwen3 test model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.e2e.server_process import run_server
+from tests.fixtures.behaviours import QUESTIONS
+from tests.fixtures.fake_hub import running_hub
+from tests.fixtures.tiny_models import tiny_model
+
+pytestmark = pytest.mark.e2e
+
+REPO = "bartowski/NousResearch_Hermes-4-14B-GGUF"
+FILE = "NousResearch_Hermes-4-14B-Q4_K_M.gguf"
+PROFILE = Path(__file__).parents[1] / "fixtures" / "hardware" / "rtx3060-12gb.json"
+
+
+def ask(base_url: str) -> str:
+    client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    assert model == FILE.removesuffix(".gguf")
+    reply = client.chat.completions.create(
+        model=model, temperature=0, messages=[{"role": "user", "content": QUESTIONS[0].question}]
+    )
+    return reply.choices[0].message.content or ""
+
+
+@pytest.mark.slow
+def test_serve_with_no_model_plans_fetches_and_serves(tmp_path: Path) -> None:
+    home = tmp_path / "hf"
+    with running_hub() as hub:
+        hub.add(REPO, {FILE: tiny_model("qwen3").read_bytes()})
+        env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(home), "HF_HUB_DISABLE_XET": "1", "HF_HUB_OFFLINE": "0"}
+        # --model is not given: the planner picks 14B Q4_K_M for a 12 GB GPU, then it is downloaded
+        with run_server(None, tmp_path, "--hardware", str(PROFILE), "--parallel", "1", env=env) as server:
+            assert ask(server.base_url) == QUESTIONS[0].answer
+            assert "hermes-4-14b Q4_K_M" in server.log()
+        assert hub.gets(FILE), "the file was fetched from the (fake) hub"
+    # the hub is gone: a second start serves from the cache
+    env = {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    with run_server(
+        None, tmp_path, "--hardware", str(PROFILE), "--parallel", "1", "--offline", env=env
+    ) as server:
+        assert ask(server.base_url) == QUESTIONS[0].answer
