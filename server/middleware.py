@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from hermesd.server import request_log
 from hermesd.server.settings import LOOPBACK_HOSTS, Settings
-
-log = logging.getLogger("hermesd.access")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -59,11 +57,11 @@ class HermesdMiddleware:
             rid = f"req-{uuid.uuid4().hex[:24]}"
         scope.setdefault("state", {})["request_id"] = rid
         started = time.monotonic()
-        status_holder = [0]
+        record = request_log.open_record(id=rid, method=scope["method"], path=scope["path"], status=0)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder[0] = message["status"]
+                record["status"] = message["status"]
                 message["headers"] = [*list(message.get("headers", [])), (b"x-request-id", rid.encode())]
             await send(message)
 
@@ -86,14 +84,10 @@ class HermesdMiddleware:
                 return
             await self.app(scope, _replay(body, receive), send_with_id)
         finally:
-            log.info(
-                "%s %s %s %d %.0fms",
-                rid,
-                scope["method"],
-                scope["path"],
-                status_holder[0],
-                (time.monotonic() - started) * 1000,
-            )
+            # for a stream this is when the last event was sent, or the client went away
+            record["ms"] = round((time.monotonic() - started) * 1000, 1)
+            if scope["path"] != "/health":
+                request_log.emit(record)
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, bytes] | None:
         if self.check_host:

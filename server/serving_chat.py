@@ -30,6 +30,7 @@ from hermesd.runtime.engine.protocol import (
     TextEvent,
     Usage,
 )
+from hermesd.server import request_log
 from hermesd.server.constraints import Constraints, resolve_constraints
 from hermesd.server.errors import APIError, invalid
 from hermesd.server.model_registry import ModelRegistry, ResolvedModel
@@ -63,6 +64,20 @@ def sampling_from(req: SamplingFields) -> SamplingParams:
         presence_penalty=d.presence_penalty if req.presence_penalty is None else req.presence_penalty,
         frequency_penalty=d.frequency_penalty if req.frequency_penalty is None else req.frequency_penalty,
         seed=None if req.seed is None else req.seed & 0xFFFFFFFF,
+    )
+
+
+def note_finish(finish: FinishEvent, started: float, first: float | None) -> None:
+    """Record the outcome in this request's log line."""
+    u = finish.usage
+    request_log.note(
+        finish=finish.reason,
+        prompt_tokens=u.prompt_tokens,
+        cached_tokens=u.cached_tokens,
+        completion_tokens=u.completion_tokens,
+        reasoning_tokens=u.reasoning_tokens,
+        ttft_ms=round((first - started) * 1000, 1) if first else None,
+        **({"error": finish.error} if finish.error else {}),
     )
 
 
@@ -208,6 +223,7 @@ class ChatServing:
 
     async def _start(self, req: ChatCompletionRequest) -> tuple[str, str, RequestStream, EventSource]:
         p = await self.prepare(req)
+        request_log.note(model=p.model.id, stream=req.stream, thinking=p.choice.thinking)
         stream = await self.engine.submit(p.gen)  # raises before anything is sent
         parser: EventSource = OutputParser(
             reasoning=not p.choice.inline,
@@ -240,9 +256,11 @@ class ChatServing:
                 else:
                     calls.append(ev)
 
+        started, first = time.monotonic(), None
         try:
             async for event in stream:
                 if isinstance(event, TextEvent):
+                    first = first or time.monotonic()
                     take(parser.feed(event.text))
                 else:
                     finish = event
@@ -250,6 +268,7 @@ class ChatServing:
             await stream.aclose()
         take(parser.finish())
         assert finish is not None
+        note_finish(finish, started, first)
         if finish.reason == "error":
             raise APIError(500, finish.error or "generation failed", type="server_error")
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
@@ -314,10 +333,12 @@ class ChatServing:
 
         tool_calls: list[ToolCallEvent] = []
         finish: FinishEvent | None = None
+        started, first = time.monotonic(), None
         try:
             yield chunk({"role": "assistant", "content": ""})
             async for event in stream:
                 if isinstance(event, TextEvent):
+                    first = first or time.monotonic()
                     for c in deltas(parser.feed(event.text)):
                         yield c
                 else:
@@ -327,6 +348,7 @@ class ChatServing:
         finally:
             await stream.aclose()
         assert finish is not None
+        note_finish(finish, started, first)
         if finish.reason == "error":
             raise APIError(500, finish.error or "generation failed", type="server_error")
         reason = "tool_calls" if tool_calls else finish.reason

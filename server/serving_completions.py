@@ -14,10 +14,11 @@ from hermesd.runtime.engine.protocol import (
     RequestStream,
     TextEvent,
 )
+from hermesd.server import request_log
 from hermesd.server.errors import APIError, invalid
 from hermesd.server.model_registry import ModelRegistry
 from hermesd.server.protocol.completions import CompletionRequest
-from hermesd.server.serving_chat import check_unsupported, sampling_from, usage_json
+from hermesd.server.serving_chat import check_unsupported, note_finish, sampling_from, usage_json
 from hermesd.server.settings import Settings
 
 
@@ -54,20 +55,24 @@ class CompletionServing:
             adapters=((model.adapter, 1.0),) if model.adapter else (),
             request_id=rid,
         )
+        request_log.note(model=model.id, stream=req.stream)
         return model.id, rid, await self.engine.submit(gen)
 
     async def _collect(self, model_id: str, rid: str, stream: RequestStream) -> dict[str, Any]:
         parts: list[str] = []
         finish: FinishEvent | None = None
+        started, first = time.monotonic(), None
         try:
             async for event in stream:
                 if isinstance(event, TextEvent):
+                    first = first or time.monotonic()
                     parts.append(event.text)
                 else:
                     finish = event
         finally:
             await stream.aclose()
         assert finish is not None
+        note_finish(finish, started, first)
         if finish.reason == "error":
             raise APIError(500, finish.error or "generation failed", type="server_error")
         return {
@@ -96,15 +101,18 @@ class CompletionServing:
             }
 
         finish: FinishEvent | None = None
+        started, first = time.monotonic(), None
         try:
             async for event in stream:
                 if isinstance(event, TextEvent):
+                    first = first or time.monotonic()
                     yield chunk(event.text)
                 else:
                     finish = event
         finally:
             await stream.aclose()
         assert finish is not None
+        note_finish(finish, started, first)
         if finish.reason == "error":
             raise APIError(500, finish.error or "generation failed", type="server_error")
         yield chunk("", finish.reason)

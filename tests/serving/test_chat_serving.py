@@ -221,3 +221,24 @@ async def test_context_length_exceeded(make_client: Any) -> None:
     async with make_client(FakeEngine(context=5)) as (http, _):
         r = await http.post("/v1/chat/completions", json=BODY)
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_one_structured_log_line_per_request(
+    client: Any, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json as _json
+    import logging
+
+    http, _ = client
+    with caplog.at_level(logging.INFO, logger="hermesd.requests"):
+        r = await http.post(
+            "/v1/chat/completions", json=dict(BODY, stream=stream), headers={"x-request-id": "trace-1"}
+        )
+        assert r.status_code == 200
+    lines = [_json.loads(rec.getMessage()) for rec in caplog.records if rec.name == "hermesd.requests"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["id"] == "trace-1" and line["status"] == 200 and line["model"] == "fake-model"
+    assert line["finish"] == "stop" and line["completion_tokens"] > 0 and line["prompt_tokens"] > 0
+    assert line["ms"] >= 0 and line["stream"] is stream
