@@ -177,6 +177,7 @@ def settings_from_plan(settings: Settings) -> Settings:
 
 def run_server(settings: Settings, model_path: Path, total_layers: int) -> None:
     import uvicorn
+    from sse_starlette.sse import AppStatus
 
     class DrainingServer(uvicorn.Server):
         """On SIGTERM/SIGINT, drain the engine while uvicorn stops listening, so running streams
@@ -193,7 +194,11 @@ def run_server(settings: Settings, model_path: Path, total_layers: int) -> None:
                 log.info("signal %d: draining (up to %.0f s)", sig, settings.drain_timeout)
                 loop = asyncio.get_event_loop()
                 self._drain_task = loop.create_task(drain_app(self.hermesd_app.state.hermesd))
+                self._drain_task.add_done_callback(lambda _t: setattr(AppStatus, "should_exit", True))
             super().handle_exit(sig, frame)
+            # uvicorn re-raises the signal after shutting down, which would make a clean drain
+            # exit with -15; a drained shutdown is a success and exits 0
+            self._captured_signals.clear()
 
     from hermesd.server.app import create_app, drain_app
 
@@ -230,6 +235,9 @@ def run_server(settings: Settings, model_path: Path, total_layers: int) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_timeout) + 5,
     )
+    # sse-starlette would cut every stream the moment SIGTERM arrives; hermesd drains instead and
+    # ends whatever is left with a final event, so it turns that off (and back on after the drain)
+    AppStatus.disable_automatic_graceful_drain()
     server = DrainingServer(uv_config, app)
     server.run()
     if failure:
