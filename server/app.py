@@ -11,7 +11,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from hermesd.models.formats.detect import FORMAT_NAMES, detect_chat_format
+from hermesd.models.catalog import load_catalog
+from hermesd.models.formats.detect import FORMAT_NAMES, detect_chat_format, is_hermes4_name
 from hermesd.models.store import AdapterStore
 from hermesd.runtime.engine.protocol import Engine, ModelInfo
 from hermesd.server.errors import install_error_handlers
@@ -29,8 +30,29 @@ log = logging.getLogger(__name__)
 EngineFactory = Callable[[], Engine]
 
 
+def catalog_id(info: ModelInfo) -> str | None:
+    """The catalog id (e.g. `hermes-4-14b`) of a Hermes 4 file: by its file name in the catalog,
+    else by architecture and layer count (a file the user quantized and named themselves)."""
+    meta = info.metadata
+    if not any(is_hermes4_name(meta.get(k, "")) for k in ("general.name", "general.basename")):
+        return None
+    try:
+        catalog = load_catalog()
+    except Exception as exc:  # a broken catalog overlay must not stop serving
+        log.warning("catalog unavailable for naming the model: %s", exc)
+        return None
+    name = Path(info.path).name
+    for v in catalog.variants:
+        if any(Path(f.path).name == name for q in v.quants for f in q.files):
+            return v.id
+    layers = meta.get(f"{info.architecture}.block_count", "")
+    matches = [v.id for v in catalog.variants if v.arch == info.architecture and str(v.layers) == layers]
+    return matches[0] if len(matches) == 1 else None
+
+
 def model_ids(settings: Settings, info: ModelInfo) -> list[str]:
-    """The ids clients may send: --served-model-name if given, else the file's stem."""
+    """The ids clients may send: --served-model-name if given, else the catalog id of a Hermes 4
+    file followed by the file's stem (either works)."""
     if settings.served_model_name:
         return list(settings.served_model_name)
     path = Path(info.path)
@@ -39,7 +61,8 @@ def model_ids(settings: Settings, info: ModelInfo) -> list[str]:
     parts = stem.rsplit("-", 3)
     if len(parts) == 4 and parts[2] == "of" and parts[1].isdigit() and parts[3].isdigit():
         stem = parts[0]
-    return [stem]
+    known = catalog_id(info)
+    return [known, stem] if known and known != stem else [stem]
 
 
 def chat_format_for(settings: Settings, info: ModelInfo) -> ChatFormatInfo:

@@ -23,8 +23,9 @@ PROFILE = Path(__file__).parents[1] / "fixtures" / "hardware" / "rtx3060-12gb.js
 
 def ask(base_url: str) -> str:
     client = openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0)
-    model = client.models.list().data[0].id
-    assert model == FILE.removesuffix(".gguf")
+    ids = [m.id for m in client.models.list().data]
+    assert ids == ["hermes-4-14b", FILE.removesuffix(".gguf")]  # the catalog id first
+    model = ids[0]
     reply = client.chat.completions.create(
         model=model, temperature=0, messages=[{"role": "user", "content": QUESTIONS[0].question}]
     )

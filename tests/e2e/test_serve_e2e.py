@@ -118,15 +118,35 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(hermesd_cmd(*args), capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("make", ["missing", "directory", "not-gguf"])
+@pytest.mark.parametrize("make", ["missing", "directory", "not-gguf", "truncated", "huge-count"])
 def test_bad_model_file_is_one_clear_line(tmp_path: Path, make: str) -> None:
     path = tmp_path / "model.gguf"
     if make == "directory":
         path.mkdir()
     elif make == "not-gguf":
         path.write_text("hello")
+    elif make == "truncated":
+        path.write_bytes(tiny_model("qwen3").read_bytes()[:5000])
+    elif make == "huge-count":
+        data = bytearray(tiny_model("qwen3").read_bytes())
+        data[8:16] = (2**62).to_bytes(8, "little")  # tensor count
+        path.write_bytes(bytes(data))
     r = run_cli("serve", "--model", str(path), "--port", "0")
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and str(path) in lines[0], r.stderr
+
+
+HOSTILE_TEMPLATE = "{{ cycler.__init__.__globals__.os.popen('id').read() }}{% for m in messages %}{{ m.content }}{% endfor %}"
+
+
+def test_hostile_template_in_a_model_file_is_refused_per_request(e2e_tmp: Path) -> None:
+    model = tiny_model("qwen3", hermes=False, chat_template=HOSTILE_TEMPLATE)
+    with run_server(model, e2e_tmp, "--parallel", "1") as server:
+        with pytest.raises(openai.BadRequestError) as err:
+            client(server).chat.completions.create(
+                model=first_model(server), messages=[{"role": "user", "content": "hi"}]
+            )
+        assert "template" in str(err.value).lower()
+        assert httpx.get(server.base_url + "/health").status_code == 200

@@ -242,3 +242,45 @@ async def test_one_structured_log_line_per_request(
     assert line["id"] == "trace-1" and line["status"] == 200 and line["model"] == "fake-model"
     assert line["finish"] == "stop" and line["completion_tokens"] > 0 and line["prompt_tokens"] > 0
     assert line["ms"] >= 0 and line["stream"] is stream
+
+
+@pytest.mark.parametrize(
+    ("path", "name", "arch", "layers", "expected"),
+    [
+        (
+            "/m/NousResearch_Hermes-4-14B-Q4_K_M.gguf",
+            "Hermes 4 14B",
+            "qwen3",
+            "40",
+            ["hermes-4-14b", "NousResearch_Hermes-4-14B-Q4_K_M"],
+        ),
+        ("/m/my-own-quant.gguf", "Hermes-4-70B", "llama", "80", ["hermes-4-70b", "my-own-quant"]),
+        (
+            "/m/Hermes-4-70B-Q6_K-00001-of-00002.gguf",
+            "Hermes 4 70B",
+            "llama",
+            "80",
+            ["hermes-4-70b", "Hermes-4-70B-Q6_K"],
+        ),
+        ("/m/llama-3-8b.gguf", "Llama 3 8B", "llama", "32", ["llama-3-8b"]),
+        ("/m/tiny.gguf", "Hermes 4 Tiny", "qwen3", "2", ["tiny"]),
+    ],
+)
+def test_model_ids(path: str, name: str, arch: str, layers: str, expected: list[str]) -> None:
+    from hermesd.runtime.engine.protocol import ModelInfo
+    from hermesd.server.app import model_ids
+    from hermesd.server.settings import Settings
+
+    info = ModelInfo(
+        path=path,
+        architecture=arch,
+        name=name,
+        context_length=1,
+        train_context_length=1,
+        parallel=1,
+        bos_token="",
+        eos_token="",
+        chat_template=None,
+        metadata={"general.name": name, "general.architecture": arch, f"{arch}.block_count": layers},
+    )
+    assert model_ids(Settings(), info) == expected
