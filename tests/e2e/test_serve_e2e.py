@@ -138,7 +138,10 @@ def test_bad_model_file_is_one_clear_line(tmp_path: Path, make: str) -> None:
     assert len(lines) == 1 and str(path) in lines[0], r.stderr
 
 
-HOSTILE_TEMPLATE = "{{ cycler.__init__.__globals__.os.popen('id').read() }}{% for m in messages %}{{ m.content }}{% endfor %}"
+HOSTILE_TEMPLATE = (
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}"
+    "{% for m in messages %}{{ m.content }}{% endfor %}"
+)
 
 
 def test_hostile_template_in_a_model_file_is_refused_per_request(e2e_tmp: Path) -> None:
