@@ -1,0 +1,318 @@
+"""`hermesd tune`: train a LoRA on chat data, export it as GGUF, register it, hot-load it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from hermesd.cli.adapters_cmd import daemon_options, fail, resolve
+from hermesd.runtime.errors import HermesdError
+from hermesd.runtime.tune.config import DEFAULT_TARGETS, TrainConfig
+from hermesd.runtime.tune.daemon import hot_load
+from hermesd.runtime.tune.data import format_issues
+from hermesd.runtime.tune.run import NoUsableData, TuneOptions, TuneOutcome, TuneRun
+from hermesd.runtime.tune.train import StepReport, StopFlag
+
+EXIT_INTERRUPTED = 130
+
+
+class ConsoleEvents:
+    """Shows a run on the terminal: messages, then a progress bar with loss and tokens/s."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self._last_print = 0.0
+
+    def message(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def training_started(self, start_step: int, total_steps: int) -> None:
+        self.progress = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s  lr {task.fields[lr]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train", total=total_steps, completed=start_step, loss="-", tps="-", lr="-"
+        )
+
+    def step(self, report: StepReport) -> None:
+        if self.progress is None:
+            return
+        self.progress.update(
+            self.task,
+            completed=report.step,
+            loss=f"{report.loss:.4f}",
+            tps=f"{report.tokens_per_s:.0f}",
+            lr=f"{report.lr:.1e}",
+        )
+        # Without a terminal (CI, a log file) the bar does not redraw: print a line now and then.
+        if not self.console.is_terminal and (
+            time.monotonic() - self._last_print > 5 or report.step == report.total
+        ):
+            self._last_print = time.monotonic()
+            self.console.print(
+                f"step {report.step}/{report.total}  loss {report.loss:.4f}  "
+                f"{report.tokens_per_s:.0f} tok/s  lr {report.lr:.1e}",
+                highlight=False,
+            )
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+@contextmanager
+def stop_on_signals(stop: StopFlag, console: Console) -> Iterator[None]:
+    """First Ctrl-C (or SIGTERM): finish the current step, checkpoint, stop. Second Ctrl-C: now."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
+        console.print("stopping after this step (Ctrl-C again to abort at once)...")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _targets(value: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+@click.command("tune")
+@click.option("--data", type=click.Path(path_type=Path, dir_okay=False), help="JSONL training data")
+@click.option("--name", help="adapter name; clients then use model '<base-id>:<name>'")
+@click.option(
+    "--base",
+    default=None,
+    help="the served GGUF (default: the daemon's --model), a Hugging Face folder, or a hub id",
+)
+@click.option(
+    "--base-gguf",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="with a folder or hub --base: the GGUF the adapter will be served on",
+)
+@click.option("--rank", type=int, default=TrainConfig.rank, show_default=True)
+@click.option("--alpha", type=float, default=TrainConfig.alpha, show_default=True)
+@click.option("--dropout", type=float, default=TrainConfig.dropout, show_default=True)
+@click.option("--target-modules", default=",".join(DEFAULT_TARGETS), show_default=True)
+@click.option("--lr", type=float, default=TrainConfig.lr, show_default=True, help="peak learning rate")
+@click.option(
+    "--lr-schedule", type=click.Choice(["cosine", "linear", "constant"]), default="cosine", show_default=True
+)
+@click.option("--warmup-ratio", type=float, default=TrainConfig.warmup_ratio, show_default=True)
+@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
+@click.option("--grad-accum", type=int, default=TrainConfig.grad_accum, show_default=True)
+@click.option("--max-seq-len", type=int, default=TrainConfig.max_seq_len, show_default=True)
+@click.option(
+    "--too-long",
+    type=click.Choice(["drop", "truncate"]),
+    default="drop",
+    show_default=True,
+    help="what to do with examples longer than --max-seq-len",
+)
+@click.option("--seed", type=int, default=TrainConfig.seed, show_default=True)
+@click.option("--max-steps", type=int, default=None, help="cap on optimizer steps")
+@click.option(
+    "--save-every", type=int, default=TrainConfig.save_every, show_default=True, help="checkpoint interval"
+)
+@click.option(
+    "--eval-split", type=float, default=0.1, show_default=True, help="fraction held out for eval loss"
+)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
+@click.option("--resume", is_flag=True, help="continue the interrupted run of this --name")
+@click.option("--replace", is_flag=True, help="replace a registered adapter of the same name")
+@click.option("--dry-run", is_flag=True, help="check the data, print the summary, train nothing")
+@click.option("--plan", "plan_only", is_flag=True, help="say whether training --base fits this machine")
+@click.option(
+    "--synthesize-thinking",
+    "synth_url",
+    default=None,
+    metavar="URL",
+    help="ask this hermesd for thinking traces",
+)
+@click.option("--no-load", is_flag=True, help="do not load the adapter into the running daemon")
+@click.option("--stop-after", type=int, default=None, hidden=True)
+@click.option("--log-level", default="warning", show_default=True)
+@daemon_options
+def tune_command(**kw: Any) -> None:
+    """Train a LoRA adapter on chat data (JSONL) and hot-load it into the running hermesd."""
+    level = getattr(logging, kw["log_level"].upper(), logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # The run raises hermesd's loggers to INFO for its train.log; the terminal keeps --log-level.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
+    console = Console(soft_wrap=True)
+    state_dir, client = resolve(kw["state_dir"], kw["serve_url"], kw["api_key"])
+    base = kw["base"] or _served_model()
+    if kw["plan_only"]:
+        sys.exit(_show_plan(base, kw, console))
+    if not kw["data"] or not kw["name"]:
+        fail("--data and --name are required (or --plan alone)", 2)
+    try:
+        train = TrainConfig(
+            rank=kw["rank"],
+            alpha=kw["alpha"],
+            dropout=kw["dropout"],
+            target_modules=_targets(kw["target_modules"]),
+            lr=kw["lr"],
+            schedule=kw["lr_schedule"],
+            warmup_ratio=kw["warmup_ratio"],
+            epochs=kw["epochs"],
+            batch_size=kw["batch_size"],
+            grad_accum=kw["grad_accum"],
+            max_seq_len=kw["max_seq_len"],
+            seed=kw["seed"],
+            max_steps=kw["max_steps"],
+            save_every=kw["save_every"],
+            stop_after=kw["stop_after"],
+        )
+        opts = TuneOptions(
+            name=kw["name"],
+            data=kw["data"],
+            base=base,
+            state_dir=state_dir,
+            train=train,
+            base_gguf=kw["base_gguf"],
+            eval_split=kw["eval_split"],
+            length_policy=kw["too_long"],
+            device=kw["device"],
+            run_dir=kw["run_dir"],
+            resume=kw["resume"],
+            replace=kw["replace"],
+            synthesize_url=kw["synth_url"],
+            synthesize_api_key=kw["api_key"],
+        )
+        outcome = _run(opts, console, kw["dry_run"])
+    except NoUsableData as exc:
+        for line in format_issues(exc.issues):
+            console.print(line, highlight=False, markup=False)
+        fail(str(exc))
+    except HermesdError as exc:
+        fail(str(exc))
+    if outcome.status == "stopped":
+        console.print(
+            f"stopped at step {outcome.step}/{outcome.total_steps}; the checkpoint is in {outcome.run_dir}. "
+            f"Continue with the same command and --resume. Nothing was registered.",
+            highlight=False,
+        )
+        sys.exit(EXIT_INTERRUPTED if kw["stop_after"] is None else 0)
+    if outcome.status == "finished":
+        _finish(outcome, opts, client, console, kw["no_load"])
+
+
+def _served_model() -> str:
+    from hermesd.server.settings import load_settings
+
+    try:
+        model = load_settings({}).model
+    except ValueError as exc:
+        fail(f"cannot read hermesd settings: {exc}")
+    if model is None:
+        fail("no --base given and no model in hermesd's settings (HERMESD_MODEL / config file)", 2)
+    return str(model)
+
+
+def _run(opts: TuneOptions, console: Console, dry_run: bool) -> TuneOutcome:
+    events = ConsoleEvents(console)
+    stop = StopFlag()
+    with TuneRun(opts, events, stop) as run:
+        prepared = run.prepare()
+        for line in format_issues(prepared.issues):
+            console.print(line, highlight=False, markup=False)
+        for line in prepared.summary.lines_for_humans():
+            console.print(line, highlight=False, markup=False)
+        if dry_run:
+            prepared.bundle.close()
+            console.print(f"dry run: nothing trained (summary in {run.folder / 'data_summary.json'})")
+            return TuneOutcome("dry-run", run.folder, prepared.summary)
+        try:
+            with stop_on_signals(stop, console):
+                return run.train(prepared)
+        except KeyboardInterrupt:
+            events.stop()
+            fail(
+                f"aborted; nothing was registered. The last checkpoint (if any) is in {run.folder}",
+                EXIT_INTERRUPTED,
+            )
+        finally:
+            events.stop()
+
+
+def _finish(outcome: TuneOutcome, opts: TuneOptions, client: Any, console: Console, no_load: bool) -> None:
+    before, after = outcome.eval_loss_before, outcome.eval_loss_after
+    console.print(
+        f"eval loss {before:.4f} -> {after:.4f} in {outcome.step} steps, {outcome.seconds:.1f} s",
+        highlight=False,
+    )
+    assert outcome.adapter is not None
+    console.print(f"adapter {opts.name} registered: {outcome.adapter.path}", highlight=False)
+    if no_load:
+        console.print(f"not loaded (--no-load); load it with: hermesd adapters load {opts.name}")
+        return
+    result = hot_load(client, opts.name, reload=opts.replace)
+    console.print(result.message, highlight=False)
+    if result.model_id:
+        console.print(f'clients can now use model "{result.model_id}"', highlight=False)
+
+
+def _show_plan(base: str, kw: dict[str, Any], console: Console) -> int:
+    """Print whether training `base` fits this machine; exit status 0 if it does, 1 if not."""
+    from hermesd.runtime.tune.base import resolve_base
+    from hermesd.runtime.tune.plan import plan_training
+    from hermesd.runtime.tune.shape import shape_of, this_machine
+
+    try:
+        shape = shape_of(resolve_base(base, kw["base_gguf"]))
+        devices, cuda = this_machine()
+        if kw["device"] == "cpu":
+            devices, cuda = [d for d in devices if d.kind == "cpu"], False
+        plan = plan_training(
+            shape,
+            devices,
+            rank=kw["rank"],
+            targets=_targets(kw["target_modules"]),
+            batch=kw["batch_size"],
+            seq_len=kw["max_seq_len"],
+            cuda_usable=cuda,
+        )
+    except HermesdError as exc:
+        fail(str(exc))
+    console.print(f"{base}: {shape.n_params / 1e9:.2f}B parameters, {shape.layers} layers", highlight=False)
+    for line in plan.lines():
+        console.print(line, highlight=False, markup=False)
+    return 0 if plan.fits else 1

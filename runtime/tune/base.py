@@ -1,0 +1,218 @@
+"""The base model a run trains on: where its weights come from, and which GGUF it will serve as.
+
+`--base` is one of:
+- a GGUF file (the one being served): weights are dequantized by transformers' GGUF loader, so the
+  adapter learns on exactly the weights it will run on; the same file gives the tokenizer (llama.cpp's,
+  so training ids are serving ids), the chat format and the fingerprint recorded in the adapter;
+- a local Hugging Face folder (config.json + weights);
+- a hub repo id (`NousResearch/Hermes-4-14B`), fetched by transformers into its cache.
+For the last two, `--base-gguf` names the GGUF the adapter will be served on (tokenizer, format,
+fingerprint); without it the folder's own tokenizer is used and no fingerprint is recorded.
+
+torch/transformers are imported inside functions only: `hermesd serve` never imports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import gguf
+
+from hermesd.models.gguf_write import ARCHS
+from hermesd.models.identity import base_fingerprint
+from hermesd.runtime.errors import HermesdError
+from hermesd.runtime.tune.render import ChatFormat, Tokenizer
+
+log = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+BaseKind = Literal["gguf", "hf-dir", "hub"]
+
+
+class TuneError(HermesdError):
+    """A problem the user can fix (bad flag, missing file, unsupported model); no traceback."""
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    kind: BaseKind
+    ref: str  # path or hub id, as given
+    gguf: Path | None  # the GGUF the adapter is for (tokenizer, chat format, fingerprint)
+
+    @property
+    def label(self) -> str:
+        return str(self.gguf or self.ref)
+
+
+def is_gguf(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def resolve_base(base: str, base_gguf: Path | None = None) -> BaseSpec:
+    path = Path(base).expanduser()
+    if base_gguf is not None and not is_gguf(base_gguf):
+        raise TuneError(f"--base-gguf {base_gguf}: not a GGUF file")
+    if path.is_file():
+        if not is_gguf(path):
+            raise TuneError(f"--base {base}: not a GGUF file (it does not start with the GGUF magic bytes)")
+        return BaseSpec("gguf", str(path), base_gguf or path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise TuneError(f"--base {base}: a folder without config.json is not a Hugging Face model")
+        return BaseSpec("hf-dir", str(path), base_gguf)
+    if HUB_ID.match(base) and not base.startswith((".", "/")):
+        return BaseSpec("hub", base, base_gguf)
+    raise TuneError(f"--base {base}: no such file or folder, and not a hub id of the form owner/name")
+
+
+@dataclass(frozen=True)
+class GGUFFacts:
+    """What a GGUF says about the model, read without loading weights."""
+
+    architecture: str
+    name: str
+    metadata: dict[str, Any]
+    n_params: int
+    key_length: int | None
+
+
+def read_gguf_facts(path: Path) -> GGUFFacts:
+    reader = gguf.GGUFReader(str(path), "r")
+    meta: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer.ggml.") and key not in ("tokenizer.ggml.model", "tokenizer.ggml.pre"):
+            continue  # vocabularies are large and not needed here
+        try:
+            meta[key] = field.contents()
+        except (ValueError, IndexError):
+            continue
+    arch = str(meta.get("general.architecture", ""))
+    n_params = sum(int(t.n_elements) for t in reader.tensors)
+    key_length = meta.get(f"{arch}.attention.key_length")
+    return GGUFFacts(
+        architecture=arch,
+        name=str(meta.get("general.name") or meta.get("general.basename") or path.stem),
+        metadata=meta,
+        n_params=n_params,
+        key_length=int(key_length) if key_length is not None else None,
+    )
+
+
+def check_architecture(arch: str, where: str) -> str:
+    if arch not in ARCHS:
+        raise TuneError(
+            f"{where}: architecture {arch!r} is not supported for adapters "
+            f"(supported: {', '.join(sorted(ARCHS))})"
+        )
+    return arch
+
+
+@dataclass
+class TokenizerBundle:
+    """The tokenizer and chat format training uses, and the identity recorded in the adapter."""
+
+    tokenizer: Tokenizer
+    chat_format: ChatFormat
+    fingerprint: str | None
+    base_name: str
+    closer: Any = None  # something with close(), released when training no longer needs it
+
+    def close(self) -> None:
+        if self.closer is not None:
+            self.closer.close()
+            self.closer = None
+
+
+def gguf_tokenizer(path: Path) -> TokenizerBundle:
+    """llama.cpp's own tokenizer for the served GGUF (a vocab-only load: no weights in memory)."""
+    from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig
+
+    vocab = LlamaModel(LlamaModelConfig(path=path, vocab_only=True))
+    fmt = ChatFormat.detect(
+        vocab.metadata, vocab.chat_template(), vocab.token_text(vocab.bos_id), vocab.token_text(vocab.eos_id)
+    )
+    facts = read_gguf_facts(path)
+    return TokenizerBundle(vocab, fmt, base_fingerprint(path), facts.name, closer=vocab)
+
+
+class HFTokenizer:
+    """A transformers tokenizer behind the `Tokenizer` protocol (bases with no GGUF)."""
+
+    def __init__(self, tok: Any) -> None:
+        self._tok = tok
+        self.eos_id = int(tok.eos_token_id)
+        self.bos_id = tok.bos_token_id
+        self._eog = {self.eos_id}
+        for text in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>"):
+            tid = tok.convert_tokens_to_ids(text)
+            if isinstance(tid, int) and tid >= 0 and tid != tok.unk_token_id:
+                self._eog.add(tid)
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None) -> list[int]:
+        ids: list[int] = list(self._tok.encode(text, add_special_tokens=False))
+        want = bool(getattr(self._tok, "add_bos_token", False)) if add_bos is None else add_bos
+        if want and self.bos_id is not None and (not ids or ids[0] != self.bos_id):
+            ids.insert(0, int(self.bos_id))
+        return ids
+
+    def is_eog(self, token: int) -> bool:
+        return token in self._eog
+
+
+def hf_tokenizer(ref: str) -> TokenizerBundle:
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ref)
+    config = AutoConfig.from_pretrained(ref)
+    name = str(getattr(config, "_name_or_path", "") or ref)
+    meta = {"general.name": Path(name).name, "general.architecture": config.model_type}
+    fmt = ChatFormat.detect(meta, tok.chat_template, tok.bos_token or "", tok.eos_token or "")
+    return TokenizerBundle(HFTokenizer(tok), fmt, None, Path(name).name)
+
+
+def tokenizer_for(spec: BaseSpec) -> TokenizerBundle:
+    if spec.gguf is not None:
+        return gguf_tokenizer(spec.gguf)
+    log.warning(
+        "no GGUF given for %s: using its Hugging Face tokenizer and recording no base fingerprint "
+        "(pass --base-gguf with the served file so the adapter is tied to it)",
+        spec.ref,
+    )
+    return hf_tokenizer(spec.ref)
+
+
+def model_architecture(spec: BaseSpec) -> str:
+    """The GGUF architecture name the adapter is written for (checked before any training)."""
+    if spec.gguf is not None:
+        return check_architecture(read_gguf_facts(spec.gguf).architecture, str(spec.gguf))
+    from transformers import AutoConfig
+
+    return check_architecture(str(AutoConfig.from_pretrained(spec.ref).model_type), spec.ref)
+
+
+def load_hf_model(spec: BaseSpec, load_kwargs: dict[str, Any]) -> Any:
+    """The transformers model to put the LoRA on. `load_kwargs` come from the device plan."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the CLI shows its own progress; tqdm bars would garble it
+    if spec.kind != "gguf":
+        return AutoModelForCausalLM.from_pretrained(spec.ref, **load_kwargs)
+    path = Path(spec.ref)
+    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    # transformers' GGUF config mapping ignores `<arch>.attention.key_length`, so a model whose head
+    # size is not hidden/heads (Qwen 3's explicit head_dim) gets the config class default instead.
+    facts = read_gguf_facts(path)
+    if facts.key_length is not None and hasattr(config, "head_dim"):
+        config.head_dim = facts.key_length
+    return AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, config=config, **load_kwargs
+    )

@@ -1,0 +1,279 @@
+"""Training data: JSONL in three shapes, checked line by line before any training starts.
+
+Accepted shapes (one JSON object per line):
+- OpenAI chat: ``{"messages": [{"role", "content", "reasoning_content"?, "tool_calls"?, ...}], "tools"?}``
+- ShareGPT: ``{"conversations": [{"from": "human"|"gpt"|"system"|"tool"..., "value": ...}]}``
+- prompt/completion: ``{"prompt": ..., "completion": ..., "system"?, "reasoning"?}``
+
+An assistant turn's reasoning comes either inline (``<think>...</think>`` before the answer) or in
+``reasoning_content``; both become `Message.reasoning_content`, and the renderer writes it back in the
+one shape the model emits. Every problem is a `DataIssue` naming the file and line; nothing here
+raises for bad data, so the user sees all problems at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from hermesd.models.chat import ROLES, Message, Role, ToolCall
+from hermesd.models.formats.reasoning import split_reasoning
+
+log = logging.getLogger(__name__)
+
+SHAREGPT_ROLES: dict[str, Role] = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "tool": "tool",
+    "function": "tool",
+    "function_response": "tool",
+    "observation": "tool",
+}
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    path: str
+    line: int
+    reason: str
+    dropped: bool = True  # False: a warning (e.g. truncated), the example is kept
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One training example: a chat that ends with the assistant turn(s) to learn."""
+
+    line: int
+    messages: tuple[Message, ...]
+    tools: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def has_reasoning(self) -> bool:
+        return any(m.role == "assistant" and m.reasoning_content for m in self.messages)
+
+
+@dataclass
+class LoadedData:
+    path: str
+    conversations: list[Conversation] = field(default_factory=list)
+    issues: list[DataIssue] = field(default_factory=list)
+    lines: int = 0
+
+
+class _Bad(ValueError):
+    """A problem with one line; becomes a DataIssue."""
+
+
+def load_jsonl(path: Path) -> LoadedData:
+    """Read and check every line of a JSONL file. Blank lines are skipped silently."""
+    out = LoadedData(path=str(path))
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        out.issues.append(DataIssue(str(path), 0, f"cannot read the file: {exc.strerror}"))
+        return out
+    with handle:
+        try:
+            for number, raw in enumerate(handle, start=1):
+                out.lines = number
+                if not raw.strip():
+                    continue
+                try:
+                    out.conversations.append(parse_line(raw, number))
+                except _Bad as exc:
+                    out.issues.append(DataIssue(str(path), number, str(exc)))
+        except UnicodeDecodeError as exc:
+            out.issues.append(DataIssue(str(path), out.lines + 1, f"not UTF-8 text ({exc.reason})"))
+    return out
+
+
+def parse_line(raw: str, line: int) -> Conversation:
+    try:
+        record = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _Bad(f"bad JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(record, dict):
+        raise _Bad(f"expected a JSON object, got {type(record).__name__}")
+    if "messages" in record:
+        messages = _openai_messages(record["messages"])
+    elif "conversations" in record:
+        messages = _sharegpt_messages(record["conversations"])
+    elif "prompt" in record and "completion" in record:
+        messages = _prompt_completion(record)
+    else:
+        raise _Bad("unknown shape: expected a 'messages', 'conversations' or 'prompt'+'completion' field")
+    tools = _tools(record.get("tools"))
+    _check_chat(messages)
+    return Conversation(line=line, messages=tuple(messages), tools=tools)
+
+
+def _text(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    # OpenAI content parts: keep text parts, refuse images and audio (the model reads text only).
+    if isinstance(value, list):
+        parts = []
+        for i, part in enumerate(value):
+            if (
+                not isinstance(part, Mapping)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise _Bad(f"{where}[{i}]: only text content parts are supported")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise _Bad(f"{where} must be a string")
+
+
+def _assistant(content: str, reasoning: Any, where: str) -> tuple[str, str | None]:
+    """Split inline reasoning off an assistant's content, or take the separate field."""
+    inline, answer = split_reasoning(content)
+    if "<think>" in answer or "</think>" in answer:
+        raise _Bad(f"{where}: a <think> block must come first in an assistant turn, and only once")
+    if inline is not None and "</think>" not in content:
+        raise _Bad(f"{where}: <think> is never closed with </think>")
+    separate = (
+        _text(reasoning, where.replace("content", "reasoning_content")) if reasoning is not None else ""
+    )
+    if inline is not None and separate.strip():
+        raise _Bad(f"{where}: reasoning given twice (inline <think> and reasoning_content)")
+    text = (inline if inline is not None else separate).strip()
+    return answer.strip() if text else answer, text or None
+
+
+def _openai_messages(raw: Any) -> list[Message]:
+    if not isinstance(raw, list) or not raw:
+        raise _Bad("'messages' must be a non-empty list")
+    out: list[Message] = []
+    for i, item in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(item, Mapping):
+            raise _Bad(f"{where} must be an object")
+        role = item.get("role")
+        if role == "developer":
+            role = "system"
+        if role not in ROLES:
+            raise _Bad(f"{where}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        content = _text(item.get("content"), f"{where}.content")
+        calls = _tool_calls(item.get("tool_calls"), where) if role == "assistant" else ()
+        reasoning = None
+        if role == "assistant":
+            content, reasoning = _assistant(content, item.get("reasoning_content"), f"{where}.content")
+        out.append(
+            Message(
+                role=cast(Role, role),
+                content=content,
+                reasoning_content=reasoning,
+                tool_calls=calls,
+                tool_call_id=item.get("tool_call_id") if isinstance(item.get("tool_call_id"), str) else None,
+                name=item.get("name") if isinstance(item.get("name"), str) else None,
+            )
+        )
+    return out
+
+
+def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise _Bad(f"{where}.tool_calls must be a list")
+    calls = []
+    for j, call in enumerate(raw):
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _Bad(f"{where}.tool_calls[{j}].function.name is missing")
+        args = fn.get("arguments", "")
+        if not isinstance(args, str):
+            args = json.dumps(args, ensure_ascii=False)
+        calls.append(ToolCall(name=fn["name"], arguments=args, id=str(call.get("id") or "")))
+    return tuple(calls)
+
+
+def _sharegpt_messages(raw: Any) -> list[Message]:
+    if not isinstance(raw, list) or not raw:
+        raise _Bad("'conversations' must be a non-empty list")
+    out: list[Message] = []
+    for i, item in enumerate(raw):
+        where = f"conversations[{i}]"
+        if not isinstance(item, Mapping):
+            raise _Bad(f"{where} must be an object")
+        source = item.get("from")
+        role = SHAREGPT_ROLES.get(source) if isinstance(source, str) else None
+        if role is None:
+            raise _Bad(f"{where}: unknown role {source!r} (expected one of {', '.join(SHAREGPT_ROLES)})")
+        content = _text(item.get("value"), f"{where}.value")
+        reasoning = None
+        if role == "assistant":
+            content, reasoning = _assistant(content, item.get("reasoning_content"), f"{where}.value")
+        out.append(Message(role=role, content=content, reasoning_content=reasoning))
+    return out
+
+
+def _prompt_completion(record: Mapping[str, Any]) -> list[Message]:
+    messages: list[Message] = []
+    if record.get("system") is not None:
+        messages.append(Message(role="system", content=_text(record["system"], "system")))
+    messages.append(Message(role="user", content=_text(record["prompt"], "prompt")))
+    reasoning_field = record.get("reasoning_content", record.get("reasoning"))
+    answer, reasoning = _assistant(_text(record["completion"], "completion"), reasoning_field, "completion")
+    messages.append(Message(role="assistant", content=answer, reasoning_content=reasoning))
+    return messages
+
+
+def _tools(raw: Any) -> tuple[dict[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(t, Mapping) for t in raw):
+        raise _Bad("'tools' must be a list of function definitions")
+    return tuple(dict(t) for t in raw)
+
+
+def _check_chat(messages: Sequence[Message]) -> None:
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            if not m.content.strip() and not m.tool_calls:
+                raise _Bad(f"message {i} (assistant): empty content")
+        elif not m.content.strip():
+            raise _Bad(f"message {i} ({m.role}): empty content")
+        if m.role == "system" and i != 0:
+            raise _Bad(f"message {i}: a system message may only come first")
+    if messages[-1].role != "assistant":
+        raise _Bad(f"the conversation must end with an assistant turn (the last is {messages[-1].role!r})")
+    if not any(m.role in ("user", "tool") for m in messages):
+        raise _Bad("the conversation has no user turn")
+
+
+def split_train_eval(
+    items: Sequence[Any], eval_fraction: float, seed: int, min_eval_examples: int = 10
+) -> tuple[list[Any], list[Any]]:
+    """A seeded split. Datasets too small to spare `min_eval_examples` keep everything for training
+    (the caller then evaluates on the training set and says so)."""
+    import random
+
+    n_eval = round(len(items) * eval_fraction)
+    if eval_fraction <= 0 or n_eval < min_eval_examples or len(items) - n_eval < 1:
+        return list(items), []
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+
+
+def format_issues(issues: Iterable[DataIssue], limit: int = 50) -> list[str]:
+    lines = [str(i) + ("" if i.dropped else " (kept)") for i in issues]
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
+    return lines
