@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from hermesd.cli.adapters_cmd import adapters_group
 from hermesd.cli.catalog_cmd import catalog_group
 from hermesd.cli.install_service import install_service_command
 from hermesd.cli.models_cmd import models_command
 from hermesd.cli.plan import plan_command
 from hermesd.cli.pull import pull_command
 from hermesd.cli.serve import serve_command
+from hermesd.cli.tune import tune_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +26,8 @@ for command in (
     pull_command,
     models_command,
     catalog_group,
+    tune_command,
+    adapters_group,
     install_service_command,
 ):
     cli.add_command(command)
