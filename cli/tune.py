@@ -171,11 +171,7 @@ def _targets(value: str) -> tuple[str, ...]:
 @daemon_options
 def tune_command(**kw: Any) -> None:
     """Train a LoRA adapter on chat data (JSONL) and hot-load it into the running hermesd."""
-    level = getattr(logging, kw["log_level"].upper(), logging.WARNING)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # The run raises hermesd's loggers to INFO for its train.log; the terminal keeps --log-level.
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(level)
+    _console_logging(kw["log_level"])
     console = Console(soft_wrap=True)
     state_dir, client = resolve(kw["state_dir"], kw["serve_url"], kw["api_key"])
     base = kw["base"] or _served_model()
@@ -233,6 +229,20 @@ def tune_command(**kw: Any) -> None:
         sys.exit(EXIT_INTERRUPTED if kw["stop_after"] is None else 0)
     if outcome.status == "finished":
         _finish(outcome, opts, client, console, kw["no_load"])
+
+
+def _console_logging(level_name: str) -> None:
+    """Log lines at --log-level on stderr. The run raises hermesd's loggers to INFO for its
+    train.log, so the level goes on the handler, not only on the root logger."""
+    root = logging.getLogger()
+    if root.handlers:  # embedded (tests, another program): leave their logging alone
+        return
+    level = getattr(logging, level_name.upper(), logging.WARNING)
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _served_model() -> str:

@@ -259,3 +259,53 @@ def load_one(record: dict) -> Conversation:
     from hermesd.runtime.tune.data import parse_line
 
     return parse_line(json.dumps(record), 1)
+
+
+# -- synthetic thinking traces (a daemon simulated with httpx.MockTransport)
+
+
+def _fake_daemon(replies: dict[str, str | None], seen: list[dict[str, Any]]) -> Any:
+    import httpx
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            data = [{"id": "hermes-4-tiny"}, {"id": "hermes-4-tiny:old", "parent": "hermes-4-tiny"}]
+            return httpx.Response(200, json={"object": "list", "data": data})
+        body = json.loads(request.content)
+        seen.append(body)
+        question = body["messages"][-1]["content"]
+        reasoning = replies.get(question)
+        message = {"role": "assistant", "content": "whatever", "reasoning_content": reasoning}
+        return httpx.Response(200, json={"choices": [{"index": 0, "message": message}]})
+
+    return httpx.MockTransport(handler)
+
+
+def test_synthesized_traces_are_added_beside_the_direct_originals(tmp_path: Path) -> None:
+    from hermesd.runtime.tune.daemon import DaemonClient
+    from hermesd.runtime.tune.synth import synthesize, write_conversations
+
+    records = [
+        {"prompt": "Q1", "completion": "A1"},
+        {"prompt": "Q2", "completion": "A2"},
+        {"prompt": "Q3", "completion": "A3", "reasoning": "already"},
+    ]
+    loaded = load_jsonl(write_jsonl(tmp_path / "d.jsonl", records))
+    seen: list[dict[str, Any]] = []
+    client = DaemonClient(
+        "http://daemon", transport=_fake_daemon({"Q1": "thought about Q1", "Q2": None}, seen)
+    )
+    out, issues = synthesize(loaded.conversations, client, path="d.jsonl")
+    # asked about the two direct ones only, with thinking on, of the base model, without the answer
+    assert [b["messages"][-1]["content"] for b in seen] == ["Q1", "Q2"]
+    assert all(
+        b["chat_template_kwargs"] == {"thinking": True} and b["model"] == "hermes-4-tiny" for b in seen
+    )
+    assert all(m["role"] != "assistant" for b in seen for m in b["messages"])
+    assert len(out) == 4  # 3 originals + 1 thinking copy
+    copy = out[-1]
+    assert copy.messages[-1] == Message(role="assistant", content="A1", reasoning_content="thought about Q1")
+    assert [i.line for i in issues] == [2] and "no reasoning" in issues[0].reason and not issues[0].dropped
+    # the saved set reads back as the same conversations
+    write_conversations(tmp_path / "s.jsonl", out)
+    assert [c.messages for c in load_jsonl(tmp_path / "s.jsonl").conversations] == [c.messages for c in out]
