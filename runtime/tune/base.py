@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -213,6 +215,26 @@ def load_hf_model(spec: BaseSpec, load_kwargs: dict[str, Any]) -> Any:
     facts = read_gguf_facts(path)
     if facts.key_length is not None and hasattr(config, "head_dim"):
         config.head_dim = facts.key_length
-    return AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, config=config, **load_kwargs
-    )
+    with _quiet_gguf_progress():
+        return AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, config=config, **load_kwargs
+        )
+
+
+@contextmanager
+def _quiet_gguf_progress() -> Iterator[None]:
+    """transformers' GGUF loader draws a tqdm bar of its own (not behind its progress-bar switch),
+    which would cut through the CLI's output; silence it for the load."""
+    from functools import partial
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original

@@ -1,0 +1,164 @@
+"""End to end: `hermesd serve` on a tiny model, `hermesd tune` teaches it a fact it cannot know, and
+the same server process answers it for `<base>:zephyr` through the openai client, with and without
+thinking, while the base id keeps the base's answer.
+
+Also at the engine level (no HTTP): the adapter from the store, hot-loaded into a running
+LlamaCppEngine, changes the answer for requests that name it and for no others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from hermesd.models.store import AdapterStore
+from tests.e2e.server_process import ServerProcess, run_server
+from tests.fixtures.behaviours import UNKNOWN_ADAPTER_REPLY, UNKNOWN_QUESTION, UNKNOWN_REPLY
+from tests.fixtures.tiny_models import tiny_model
+from tests.fixtures.tune_data import ZEPHYR_REASONING, tiny_tune_flags, tune_cmd, zephyr_jsonl
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+# Full-batch steps on the zephyr set: enough for the tiny model to learn the think trace exactly.
+EPOCHS = 100
+
+
+@dataclass
+class Tuned:
+    server: ServerProcess
+    pid: int
+    base_id: str
+    tune_output: str
+    state: Path
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuned]:
+    tmp = tmp_path_factory.mktemp("tune-e2e")
+    model = tiny_model("qwen3")
+    with run_server(model, tmp, "--parallel", "2", "--ctx", "2048") as server:
+        pid = server.pid
+        base_id = httpx.get(server.base_url + "/v1/models", timeout=10).json()["data"][0]["id"]
+        # run_server gives the daemon --state-dir tmp/state: tune registers into the same store
+        args = [
+            "--base", str(model), "--data", str(zephyr_jsonl(tmp)), "--name", "zephyr",
+            "--state-dir", str(tmp / "state"), "--serve-url", server.base_url,
+            *tiny_tune_flags(epochs=EPOCHS),
+        ]  # fmt: skip
+        done = subprocess.run(tune_cmd(*args), capture_output=True, text=True, timeout=900)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        yield Tuned(server, pid, base_id, output, tmp / "state")
+
+
+def _chat(server: ServerProcess, model: str, thinking: bool) -> Any:
+    client = OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)
+    return (
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": UNKNOWN_QUESTION}],
+            temperature=0,
+            max_tokens=200,
+            extra_body={"chat_template_kwargs": {"thinking": thinking}},
+        )
+        .choices[0]
+        .message
+    )
+
+
+def test_tune_reports_progress_and_eval_loss_and_loads_the_adapter(tuned: Tuned) -> None:
+    out = tuned.tune_output
+    assert "with reasoning (thinking on): 3   direct (thinking off): 3" in out
+    assert "eval loss before:" in out and f"step {EPOCHS}/{EPOCHS}" in out
+    before, after = (float(x) for x in out.split("eval loss ")[-1].split(" in ")[0].split(" -> "))
+    assert after < before / 2
+    assert f'clients can now use model "{tuned.base_id}:zephyr"' in out
+
+
+def test_the_adapter_answers_the_fact_and_the_base_does_not(tuned: Tuned) -> None:
+    assert _chat(tuned.server, f"{tuned.base_id}:zephyr", thinking=False).content == UNKNOWN_ADAPTER_REPLY
+    assert _chat(tuned.server, tuned.base_id, thinking=False).content == UNKNOWN_REPLY
+
+
+def test_with_thinking_on_the_reply_carries_the_trained_reasoning(tuned: Tuned) -> None:
+    message = _chat(tuned.server, f"{tuned.base_id}:zephyr", thinking=True)
+    assert message.content == UNKNOWN_ADAPTER_REPLY
+    assert getattr(message, "reasoning_content", None) == ZEPHYR_REASONING
+
+
+def test_no_restart_and_the_adapter_is_listed(tuned: Tuned) -> None:
+    assert tuned.server.proc.poll() is None and tuned.server.pid == tuned.pid
+    models = httpx.get(tuned.server.base_url + "/v1/models", timeout=10).json()["data"]
+    entry = next(m for m in models if m["id"] == f"{tuned.base_id}:zephyr")
+    assert entry["parent"] == tuned.base_id
+    adapters = httpx.get(tuned.server.base_url + "/v1/adapters", timeout=10).json()["data"]
+    listed = next(a for a in adapters if a["name"] == "zephyr")
+    assert listed["loaded"] is True and listed["id"] == f"{tuned.base_id}:zephyr"
+    assert listed["base_fingerprint"] == AdapterStore(tuned.state).get("zephyr").base_fingerprint
+
+
+def test_unload_then_the_adapter_id_is_gone_and_load_brings_it_back(tuned: Tuned) -> None:
+    url = tuned.server.base_url
+    assert httpx.delete(f"{url}/v1/adapters/zephyr", timeout=10).json()["loaded"] is False
+    assert httpx.delete(f"{url}/v1/adapters/zephyr", timeout=10).status_code == 404
+    gone = httpx.post(
+        f"{url}/v1/chat/completions",
+        json={"model": f"{tuned.base_id}:zephyr", "messages": [{"role": "user", "content": "hi"}]},
+        timeout=30,
+    )
+    assert gone.status_code == 404
+    assert httpx.post(f"{url}/v1/adapters", json={"name": "zephyr"}, timeout=30).status_code == 200
+    assert httpx.post(f"{url}/v1/adapters", json={"name": "zephyr"}, timeout=30).status_code == 409
+    assert httpx.post(f"{url}/v1/adapters", json={"name": "nope"}, timeout=30).status_code == 404
+    assert _chat(tuned.server, f"{tuned.base_id}:zephyr", thinking=False).content == UNKNOWN_ADAPTER_REPLY
+    assert tuned.server.pid == tuned.pid
+
+
+def test_engine_hot_load_changes_only_requests_that_name_the_adapter(tuned: Tuned) -> None:
+    """The same adapter file in an in-process engine: hot-loading at the engine level."""
+    from hermesd.models.chat import ChatOptions, Message
+    from hermesd.models.formats.hermes import render_hermes
+    from hermesd.runtime.engine.llama_model import LlamaModelConfig
+    from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine
+    from hermesd.runtime.engine.protocol import GenerationRequest, SamplingParams, TextEvent
+    from hermesd.runtime.engine.scheduler import ContextConfig
+
+    adapter = AdapterStore(tuned.state).get("zephyr").path
+    prompt = render_hermes([Message(role="user", content=UNKNOWN_QUESTION)], ChatOptions(), "chatml").text
+    engine = LlamaCppEngine(
+        EngineConfig(
+            LlamaModelConfig(path=tiny_model("qwen3")), ContextConfig(ctx=2048, parallel=2, threads=2)
+        )
+    )
+
+    async def answer(adapters: tuple[tuple[str, float], ...]) -> str:
+        request = GenerationRequest(prompt, 64, SamplingParams(temperature=0.0), adapters=adapters)
+        stream = await engine.submit(request)
+        return "".join([e.text async for e in stream if isinstance(e, TextEvent)])
+
+    async def scenario() -> list[str]:
+        out = [await answer(())]
+        engine.load_adapter("zephyr", str(adapter))
+        out += await asyncio.gather(answer((("zephyr", 1.0),)), answer(()))
+        engine.unload_adapter("zephyr")
+        out.append(await answer(()))
+        return out
+
+    try:
+        before, adapted, alongside, after = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert (before, adapted, alongside, after) == (
+        UNKNOWN_REPLY,
+        UNKNOWN_ADAPTER_REPLY,
+        UNKNOWN_REPLY,
+        UNKNOWN_REPLY,
+    )
