@@ -162,3 +162,41 @@ def test_engine_hot_load_changes_only_requests_that_name_the_adapter(tuned: Tune
         UNKNOWN_REPLY,
         UNKNOWN_REPLY,
     )
+
+
+def test_an_adapter_registered_for_another_base_is_refused_by_the_daemon(tuned: Tuned) -> None:
+    from hermesd.models.identity import base_fingerprint
+
+    store = AdapterStore(tuned.state)
+    zephyr = store.get("zephyr")
+    other = base_fingerprint(tiny_model("llama"))
+    store.register(
+        "wrongbase", zephyr.path, dict(zephyr.manifest, base={"fingerprint": other, "name": "llama"})
+    )
+    response = httpx.post(f"{tuned.server.base_url}/v1/adapters", json={"name": "wrongbase"}, timeout=30)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "another base" in error["message"] and other in error["message"]
+    assert set(error) >= {"message", "type", "param", "code"}
+
+
+def test_synthesize_thinking_asks_the_daemon_for_traces(tuned: Tuned, tmp_path: Path) -> None:
+    """--synthesize-thinking with the running daemon: the base model reasons about a question it
+    knows; the run folder keeps the direct original and the new thinking copy."""
+    from hermesd.runtime.tune.data import load_jsonl
+    from tests.fixtures.behaviours import QUESTIONS
+    from tests.fixtures.tune_data import write_jsonl
+
+    france = QUESTIONS[0]
+    data = write_jsonl(tmp_path / "direct.jsonl", [{"prompt": france.question, "completion": france.answer}])
+    args = [
+        "--base", str(tiny_model("qwen3")), "--data", str(data), "--name", "synth",
+        "--state-dir", str(tuned.state), "--synthesize-thinking", tuned.server.base_url, "--dry-run",
+    ]  # fmt: skip
+    done = subprocess.run(tune_cmd(*args), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 thinking traces added" in done.stdout
+    assert "with reasoning (thinking on): 1   direct (thinking off): 1" in done.stdout
+    saved = load_jsonl(tuned.state / "runs/synth/data-with-thinking.jsonl").conversations
+    assert [c.messages[-1].reasoning_content for c in saved] == [None, france.reasoning]
+    assert all(c.messages[-1].content == france.answer for c in saved)
