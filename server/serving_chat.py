@@ -22,73 +22,26 @@ from hermesd.models.formats.output import OutputParser
 from hermesd.models.formats.prompt import RenderedPrompt
 from hermesd.runtime.engine.protocol import (
     Engine,
-    FinishEvent,
     GenerationRequest,
     ReasoningControl,
     RequestStream,
-    SamplingParams,
-    TextEvent,
-    Usage,
 )
 from hermesd.server import request_log
 from hermesd.server.constraints import Constraints, resolve_constraints
-from hermesd.server.errors import APIError, invalid
+from hermesd.server.errors import invalid
 from hermesd.server.model_registry import ModelRegistry, ResolvedModel
 from hermesd.server.protocol.chat import ChatCompletionRequest, ChatMessageIn
-from hermesd.server.protocol.common import UNSUPPORTED_IF_SET, SamplingFields
 from hermesd.server.reasoning_controls import ReasoningChoice, resolve_reasoning
+from hermesd.server.serving_common import (
+    Outcome,
+    check_unsupported,
+    sampling_from,
+    texts,
+    usage_json,
+)
 from hermesd.server.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Hermes 4 model card: "Sampling defaults that work well: temperature=0.6, top_p=0.95, top_k=20"
-DEFAULT_SAMPLING = SamplingParams(temperature=0.6, top_p=0.95, top_k=20)
-
-
-def check_unsupported(req: SamplingFields) -> None:
-    for name, value in req.extra_fields().items():
-        if name in UNSUPPORTED_IF_SET and value not in (None, False, 0, {}, []):
-            raise invalid(f"{name}: {UNSUPPORTED_IF_SET[name]}", param=name, code="unsupported_parameter")
-    if req.n != 1:
-        raise invalid("n: only n=1 is supported", param="n", code="unsupported_parameter")
-
-
-def sampling_from(req: SamplingFields) -> SamplingParams:
-    d = DEFAULT_SAMPLING
-    return SamplingParams(
-        temperature=d.temperature if req.temperature is None else req.temperature,
-        top_p=d.top_p if req.top_p is None else req.top_p,
-        top_k=d.top_k if req.top_k is None else req.top_k,
-        min_p=d.min_p if req.min_p is None else req.min_p,
-        repeat_penalty=d.repeat_penalty if req.repeat_penalty is None else req.repeat_penalty,
-        presence_penalty=d.presence_penalty if req.presence_penalty is None else req.presence_penalty,
-        frequency_penalty=d.frequency_penalty if req.frequency_penalty is None else req.frequency_penalty,
-        seed=None if req.seed is None else req.seed & 0xFFFFFFFF,
-    )
-
-
-def note_finish(finish: FinishEvent, started: float, first: float | None) -> None:
-    """Record the outcome in this request's log line."""
-    u = finish.usage
-    request_log.note(
-        finish=finish.reason,
-        prompt_tokens=u.prompt_tokens,
-        cached_tokens=u.cached_tokens,
-        completion_tokens=u.completion_tokens,
-        reasoning_tokens=u.reasoning_tokens,
-        ttft_ms=round((first - started) * 1000, 1) if first else None,
-        **({"error": finish.error} if finish.error else {}),
-    )
-
-
-def usage_json(usage: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
 
 
 def to_messages(items: list[ChatMessageIn]) -> list[Message]:
@@ -247,7 +200,7 @@ class ChatServing:
         reasoning: list[str] = []
         content: list[str] = []
         calls: list[ToolCallEvent] = []
-        finish: FinishEvent | None = None
+        outcome = Outcome()
 
         def take(events: list[OutputEvent]) -> None:
             for ev in events:
@@ -256,25 +209,13 @@ class ChatServing:
                 else:
                     calls.append(ev)
 
-        started, first = time.monotonic(), None
-        try:
-            async for event in stream:
-                if isinstance(event, TextEvent):
-                    first = first or time.monotonic()
-                    take(parser.feed(event.text))
-                else:
-                    finish = event
-        finally:
-            await stream.aclose()
+        async for text in texts(stream, outcome):
+            take(parser.feed(text))
         take(parser.finish())
-        assert finish is not None
-        note_finish(finish, started, first)
-        if finish.reason == "error":
-            raise APIError(500, finish.error or "generation failed", type="server_error")
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
         if reasoning:
             message["reasoning_content"] = "".join(reasoning)
-        reason: str = finish.reason
+        reason = outcome.reason
         if calls:
             message["tool_calls"] = [
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
@@ -287,7 +228,7 @@ class ChatServing:
             "created": int(time.time()),
             "model": model_id,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
-            "usage": usage_json(finish.usage),
+            "usage": usage_json(outcome.usage),
         }
 
     async def _chunks(
@@ -332,27 +273,17 @@ class ChatServing:
             return out
 
         tool_calls: list[ToolCallEvent] = []
-        finish: FinishEvent | None = None
-        started, first = time.monotonic(), None
+        outcome = Outcome()
         try:
             yield chunk({"role": "assistant", "content": ""})
-            async for event in stream:
-                if isinstance(event, TextEvent):
-                    first = first or time.monotonic()
-                    for c in deltas(parser.feed(event.text)):
-                        yield c
-                else:
-                    finish = event
+            async for text in texts(stream, outcome):
+                for c in deltas(parser.feed(text)):
+                    yield c
             for c in deltas(parser.finish()):
                 yield c
         finally:
-            await stream.aclose()
-        assert finish is not None
-        note_finish(finish, started, first)
-        if finish.reason == "error":
-            raise APIError(500, finish.error or "generation failed", type="server_error")
-        reason = "tool_calls" if tool_calls else finish.reason
-        yield chunk({}, reason)
+            await stream.aclose()  # at once when the client went away, not when `texts` is collected
+        yield chunk({}, "tool_calls" if tool_calls else outcome.reason)
         if include_usage:
             yield {
                 "id": rid,
@@ -360,5 +291,5 @@ class ChatServing:
                 "created": created,
                 "model": model_id,
                 "choices": [],
-                "usage": usage_json(finish.usage),
+                "usage": usage_json(outcome.usage),
             }

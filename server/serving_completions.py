@@ -9,16 +9,14 @@ from typing import Any
 
 from hermesd.runtime.engine.protocol import (
     Engine,
-    FinishEvent,
     GenerationRequest,
     RequestStream,
-    TextEvent,
 )
 from hermesd.server import request_log
-from hermesd.server.errors import APIError, invalid
+from hermesd.server.errors import invalid
 from hermesd.server.model_registry import ModelRegistry
 from hermesd.server.protocol.completions import CompletionRequest
-from hermesd.server.serving_chat import check_unsupported, note_finish, sampling_from, usage_json
+from hermesd.server.serving_common import Outcome, check_unsupported, sampling_from, texts, usage_json
 from hermesd.server.settings import Settings
 
 
@@ -59,31 +57,17 @@ class CompletionServing:
         return model.id, rid, await self.engine.submit(gen)
 
     async def _collect(self, model_id: str, rid: str, stream: RequestStream) -> dict[str, Any]:
-        parts: list[str] = []
-        finish: FinishEvent | None = None
-        started, first = time.monotonic(), None
-        try:
-            async for event in stream:
-                if isinstance(event, TextEvent):
-                    first = first or time.monotonic()
-                    parts.append(event.text)
-                else:
-                    finish = event
-        finally:
-            await stream.aclose()
-        assert finish is not None
-        note_finish(finish, started, first)
-        if finish.reason == "error":
-            raise APIError(500, finish.error or "generation failed", type="server_error")
+        outcome = Outcome()
+        parts = [text async for text in texts(stream, outcome)]
         return {
             "id": rid,
             "object": "text_completion",
             "created": int(time.time()),
             "model": model_id,
             "choices": [
-                {"index": 0, "text": "".join(parts), "logprobs": None, "finish_reason": finish.reason}
+                {"index": 0, "text": "".join(parts), "logprobs": None, "finish_reason": outcome.reason}
             ],
-            "usage": usage_json(finish.usage),
+            "usage": usage_json(outcome.usage),
         }
 
     async def _chunks(
@@ -100,22 +84,13 @@ class CompletionServing:
                 "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}],
             }
 
-        finish: FinishEvent | None = None
-        started, first = time.monotonic(), None
+        outcome = Outcome()
         try:
-            async for event in stream:
-                if isinstance(event, TextEvent):
-                    first = first or time.monotonic()
-                    yield chunk(event.text)
-                else:
-                    finish = event
+            async for text in texts(stream, outcome):
+                yield chunk(text)
         finally:
-            await stream.aclose()
-        assert finish is not None
-        note_finish(finish, started, first)
-        if finish.reason == "error":
-            raise APIError(500, finish.error or "generation failed", type="server_error")
-        yield chunk("", finish.reason)
+            await stream.aclose()  # at once when the client went away, not when `texts` is collected
+        yield chunk("", outcome.reason)
         if include_usage:
             yield {
                 "id": rid,
@@ -123,5 +98,5 @@ class CompletionServing:
                 "created": created,
                 "model": model_id,
                 "choices": [],
-                "usage": usage_json(finish.usage),
+                "usage": usage_json(outcome.usage),
             }
