@@ -220,6 +220,11 @@ def tune_command(**kw: Any) -> None:
         fail(str(exc))
     except HermesdError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:  # before training started (data checks, synthesis): nothing to keep
+        fail("interrupted before training; nothing was trained or registered", EXIT_INTERRUPTED)
+    if outcome.status == "stopped" and outcome.step == 0:
+        console.print("stopped before the first step; nothing was trained or registered", highlight=False)
+        sys.exit(EXIT_INTERRUPTED)
     if outcome.status == "stopped":
         console.print(
             f"stopped at step {outcome.step}/{outcome.total_steps}; the checkpoint is in {outcome.run_dir}. "
@@ -322,7 +327,8 @@ def _show_plan(base: str, kw: dict[str, Any], console: Console) -> int:
         )
     except HermesdError as exc:
         fail(str(exc))
-    console.print(f"{base}: {shape.n_params / 1e9:.2f}B parameters, {shape.layers} layers", highlight=False)
+    size = f"{shape.n_params / 1e9:.2f}B" if shape.n_params >= 1e9 else f"{shape.n_params / 1e6:.2f}M"
+    console.print(f"{base}: {size} parameters, {shape.layers} layers", highlight=False)
     for line in plan.lines():
         console.print(line, highlight=False, markup=False)
     return 0 if plan.fits else 1

@@ -184,8 +184,8 @@ def tokenizer_for(spec: BaseSpec) -> TokenizerBundle:
     if spec.gguf is not None:
         return gguf_tokenizer(spec.gguf)
     log.warning(
-        "no GGUF given for %s: using its Hugging Face tokenizer and recording no base fingerprint "
-        "(pass --base-gguf with the served file so the adapter is tied to it)",
+        "no GGUF given for %s: using its Hugging Face tokenizer and recording no base fingerprint; "
+        "hermesd serve refuses adapters without one (pass --base-gguf with the served file)",
         spec.ref,
     )
     return hf_tokenizer(spec.ref)

@@ -148,6 +148,14 @@ def plan_training(
             reasons.append(f"try --batch-size 1 --grad-accum {batch} (same effective batch, less memory)")
         else:
             reasons.append("try a shorter --max-seq-len or a smaller --rank")
+    if method == "lora":
+        gpu_need = sum(
+            n
+            for _, n in estimate(
+                shape, method="qlora", rank=rank, targets=targets, batch=batch, seq_len=seq_len
+            )
+        )
+        reasons.append(f"on one CUDA GPU, 4-bit QLoRA would need about {gib(gpu_need)} of GPU memory")
     if method == "lora" and shape.n_params > 3_000_000_000:
         hours = "days" if shape.n_params > 10_000_000_000 else "many hours"
         reasons.append(
