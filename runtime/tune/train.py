@@ -70,9 +70,11 @@ def attach_lora(model: Any, config: TrainConfig) -> Any:
     """Wrap a (frozen) base with fresh LoRA weights; A is drawn from torch's RNG, seeded by the caller."""
     from peft import LoraConfig, get_peft_model
 
+    # peft annotates lora_alpha as int but computes with any number; a fractional alpha is legal
+    lora_options: dict[str, Any] = {"lora_alpha": config.alpha}
     lora = LoraConfig(
         r=config.rank,
-        lora_alpha=config.alpha,
+        **lora_options,
         lora_dropout=config.dropout,
         target_modules=list(config.target_modules),
         bias="none",

@@ -200,3 +200,41 @@ def test_synthesize_thinking_asks_the_daemon_for_traces(tuned: Tuned, tmp_path: 
     saved = load_jsonl(tuned.state / "runs/synth/data-with-thinking.jsonl").conversations
     assert [c.messages[-1].reasoning_content for c in saved] == [None, france.reasoning]
     assert all(c.messages[-1].content == france.answer for c in saved)
+
+
+async def _mixed_adapters(base_url: str, bodies: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as http:
+
+        async def one(body: dict[str, Any]) -> Any:
+            r = await http.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            return r.json()["choices"][0]["message"]
+
+        alone = [await one(b) for b in bodies]
+        together = await asyncio.gather(*(one(b) for b in bodies))
+    return alone, list(together)
+
+
+def test_requests_for_different_adapters_interleave_without_mixing(tuned: Tuned) -> None:
+    """8 concurrent requests over two adapter sets (base, base:zephyr) in one context with 2 slots:
+    each answer equals the one the same request gets alone; the KV cache of one adapter set is
+    never reused for the other (a measured llama.cpp pitfall)."""
+    questions = [UNKNOWN_QUESTION, "What is the capital of France?", "Count from 1 to 100."]
+    bodies = []
+    for i in range(8):
+        model = f"{tuned.base_id}:zephyr" if i % 2 else tuned.base_id
+        bodies.append(
+            {
+                "model": model,
+                "temperature": 0,
+                "max_tokens": 30 + 10 * i,
+                "messages": [{"role": "user", "content": questions[i % 3]}],
+            }
+        )
+    alone, together = asyncio.run(_mixed_adapters(tuned.server.base_url, bodies))
+    assert together == alone
+    answers = {
+        (b["model"], b["messages"][0]["content"]): a["content"] for b, a in zip(bodies, alone, strict=True)
+    }
+    assert answers[(tuned.base_id, UNKNOWN_QUESTION)] == UNKNOWN_REPLY
+    assert answers[(f"{tuned.base_id}:zephyr", UNKNOWN_QUESTION)] == UNKNOWN_ADAPTER_REPLY
