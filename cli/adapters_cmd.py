@@ -136,7 +136,7 @@ def _print_table(rows: list[dict[str, Any]], note: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(soft_wrap=True)
     if not rows:
         console.print("no adapters registered" + (f" {note}" if note else ""))
         return

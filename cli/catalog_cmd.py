@@ -54,7 +54,7 @@ def show_command(as_json: bool) -> None:
         table.add_row(
             r["variant"], r["quant"], f"{r['size_bytes'] / 1e9:.1f}", r["size_kind"], files, r["repo"]
         )
-    Console().print(table)
+    Console(soft_wrap=True).print(table)
 
 
 @catalog_group.command("refresh")

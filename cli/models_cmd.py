@@ -37,7 +37,7 @@ def models_command(as_json: bool) -> None:
         ]
         click.echo(json.dumps(doc, indent=2))
         return
-    console = Console()
+    console = Console(soft_wrap=True)
     if not models:
         console.print(f"no GGUF models in {env.cache_dir} (fetch one with `hermesd pull`)")
         return

@@ -157,7 +157,7 @@ def plan_command(
     """Choose the Hermes 4 variant, quantization and GPU/CPU split for this machine, and show the
     arithmetic. Exit status 1 when nothing fits."""
     hw = load_hardware(hardware_file)
-    console = Console()
+    console = Console(soft_wrap=True)
     if show_hardware:
         if as_json:
             click.echo(json.dumps(to_profile_json(hw), indent=2))

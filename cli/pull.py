@@ -90,7 +90,7 @@ def pull_command(
     `hermesd plan` picks for this machine (or for --hardware)."""
     catalog = load_catalog_or_fail()
     env = HubEnv.from_environ(offline=offline)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     variant = quant = None
     if model_ref:
         try:
@@ -111,7 +111,7 @@ def pull_command(
             prefer=prefer,
         )
         variant, quant = chosen.variant, chosen.quant
-        err.print(f"plan for {hw.source}: [bold]{variant} {quant}[/bold]")
+        err.print(f"plan for {hw.source}: [bold]{variant} {quant}[/bold]", soft_wrap=True)
     v = catalog.variant(variant or "")
     entry = v.quant(quant) if v and quant else None
     if entry is None:

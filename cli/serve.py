@@ -139,7 +139,7 @@ def settings_from_plan(settings: Settings) -> Settings:
     from hermesd.cli.autoplan import choose_model_for_serve
 
     explicit = settings.model_fields_set
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     try:
         path, plan = choose_model_for_serve(
             hardware_file=settings.hardware,

@@ -52,7 +52,8 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def run(command: Any, *args: str) -> Result:
-    return CliRunner().invoke(command, list(args), terminal_width=200)
+    # rich sizes its tables from COLUMNS, not from click's terminal width
+    return CliRunner().invoke(command, list(args), terminal_width=200, env={"COLUMNS": "200"})
 
 
 @pytest.mark.parametrize(
