@@ -23,6 +23,7 @@ from hermesd.runtime.engine.scheduler import ContextConfig
 from hermesd.server.settings import ConfigFileError, Settings, load_settings
 
 log = logging.getLogger("hermesd.serve")
+SWITCH_INTERVAL_S = 0.0005
 
 
 def fail(message: str) -> None:
@@ -177,6 +178,10 @@ def settings_from_plan(settings: Settings) -> Settings:
 
 def run_server(settings: Settings, model_path: Path, total_layers: int) -> None:
     import uvicorn
+
+    # The decode thread needs the GIL for a few microseconds between two llama_decode calls; with
+    # the default 5 ms switch interval it can wait that long behind the event loop's HTTP work.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     from sse_starlette.sse import AppStatus
 
     class DrainingServer(uvicorn.Server):
