@@ -17,10 +17,12 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import signal
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import time
@@ -268,7 +270,8 @@ async def multi_turn(server: Server, turns: int, max_tokens: int) -> tuple[list[
                             text += data["choices"][0]["text"]
             ttfts.append((first or time.perf_counter()) - t0)
             prompt += text + "\n"
-        cold_prompt = "Zebra " + prompt[6:]  # same length, no shared prefix with anything cached
+        # same length, no shared prefix with anything cached (a fresh random start each time)
+        cold_prompt = "".join(random.choices(string.ascii_letters, k=6)) + prompt[6:]
         t0 = time.perf_counter()
         stat = await one_stream(http, server, cold_prompt, 2)
     cold = stat.ttft if stat else float("nan")
@@ -295,8 +298,12 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
             asyncio.run(load(server, 1, prompts, 8))  # warm-up
             table[name] = {}
             for c in args.concurrency:
-                table[name][c] = asyncio.run(load(server, c, prompts, args.max_tokens))
-            turns[name] = asyncio.run(multi_turn(server, 10, 16))
+                # the median of several runs: one run of a tiny model lasts milliseconds, and two
+                # shared cores make single runs noisy
+                runs = [asyncio.run(load(server, c, prompts, args.max_tokens)) for _ in range(args.repeat)]
+                table[name][c] = sorted(runs, key=lambda r: r.aggregate)[len(runs) // 2]
+            conversations = [asyncio.run(multi_turn(server, 10, 16)) for _ in range(args.repeat)]
+            turns[name] = sorted(conversations, key=lambda t: t[0][-1] / t[1])[len(conversations) // 2]
             rss[name] = psutil.Process(server.proc.pid).memory_info().rss / 2**20
     print(
         f"\n{'server':18} {'conc':>4} {'ttft p50 ms':>11} {'ttft p95 ms':>11} {'tok/s/stream':>12} "
@@ -346,7 +353,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--slots", type=int, default=4)
-    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case; the median is printed")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--servers", nargs="+", default=["hermesd", "llama-server", "llama_cpp.server"])
     args = ap.parse_args()

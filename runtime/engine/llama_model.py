@@ -95,6 +95,7 @@ class LlamaModel:
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.metadata = self._read_metadata()
         self.n_ctx_train = ll.llama_model_n_ctx_train(model)
+        self._pieces: dict[int, bytes] = {}
         self._adapters: dict[str, LoadedAdapter] = {}
         self._adapter_lock = threading.Lock()
 
@@ -145,7 +146,16 @@ class LlamaModel:
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes of one token. Special tokens such as `<think>` are rendered as text, because
-        Hermes models emit reasoning and tool-call tags as special tokens."""
+        Hermes models emit reasoning and tool-call tags as special tokens. Cached: the vocabulary
+        never changes, and this runs once per generated token."""
+        cached = self._pieces.get(token)
+        if cached is not None:
+            return cached
+        piece = self._token_bytes(token)
+        self._pieces[token] = piece
+        return piece
+
+    def _token_bytes(self, token: int) -> bytes:
         buf = ctypes.create_string_buffer(64)
         n = ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, True)
         if n < 0:

@@ -23,6 +23,7 @@ from hermesd.runtime.engine.scheduler import ContextConfig, Scheduler, Sequence
 from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthExceeded
 
 log = logging.getLogger(__name__)
+INLINE_TOKENIZE_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,12 @@ class LlamaCppEngine:
         return self.scheduler.stats()
 
     async def submit(self, request: GenerationRequest) -> LlamaStream:
-        # tokenizing a long prompt takes milliseconds: keep it off the event loop
-        tokens = await asyncio.to_thread(self.model.tokenize, request.prompt)
+        # tokenizing a long prompt takes milliseconds: keep that off the event loop; a short one
+        # takes microseconds, less than the hop to a worker thread would cost
+        if len(request.prompt) > INLINE_TOKENIZE_CHARS:
+            tokens = await asyncio.to_thread(self.model.tokenize, request.prompt)
+        else:
+            tokens = self.model.tokenize(request.prompt)
         context = self.scheduler.n_ctx_seq
         if len(tokens) >= context:
             raise ContextLengthExceeded(len(tokens), request.max_tokens, context)
