@@ -246,7 +246,10 @@ async def multi_turn(server: Server, turns: int, max_tokens: int) -> tuple[list[
     """TTFT per turn of a growing conversation, and TTFT of a cold prompt as long as the last one."""
     ttfts: list[float] = []
     prompt = "You are a helpful assistant.\n"
-    async with httpx.AsyncClient(timeout=600) as http:
+    # a new connection per turn: llama-server sometimes closes a kept-alive connection just as the
+    # next request goes out, which is a client-side race, not what this case measures
+    no_reuse = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=600, limits=no_reuse) as http:
         for t in range(turns):
             prompt += f"User: tell me fact number {t} about the sea, in detail please.\nAssistant:"
             body = {

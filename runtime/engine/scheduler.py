@@ -293,10 +293,12 @@ class Scheduler:
         keep = 0
         if slot.adapter_key == seq.adapter_key:
             keep = min(_common_prefix(slot.cached, seq.prompt), len(seq.prompt) - 1)
-        if keep < len(slot.cached) and not ll.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1):
+        # the slot's KV holds exactly slot.cached: drop what the new prompt does not share (some
+        # memory types cannot cut a sequence in the middle; then drop all of it)
+        if keep < len(slot.cached) and (
+            keep == 0 or not ll.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1)
+        ):
             keep = 0
-            ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
-        if keep == 0 and slot.cached:
             ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
         slot.busy = seq
         slot.adapter_key = seq.adapter_key
@@ -368,7 +370,11 @@ class Scheduler:
         if rc != 0:
             log.error("llama_decode returned %d for a batch of %d tokens", rc, n)
             for seq in members:
+                slot = seq.slot
                 self._finish(seq, "error", f"llama.cpp decode failed (code {rc})")
+                if slot is not None:  # what the failed step left in its KV is unknown: forget it
+                    slot.cached = []
+                    ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             return
         for seq, index in outputs:
             self._after_logits(seq, index)
