@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hermesd.runtime.engine.protocol import Engine
 from hermesd.server.model_registry import ModelRegistry
@@ -27,4 +27,3 @@ class AppState:
     serving: Serving | None = None
     load_error: str | None = None
     draining: bool = False
-    extra: dict[str, object] = field(default_factory=dict)

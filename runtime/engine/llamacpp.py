@@ -140,9 +140,6 @@ class LlamaCppEngine:
     def ready(self) -> bool:
         return self.scheduler.thread.is_alive()
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenize(text))
-
     def stats(self) -> EngineStats:
         return self.scheduler.stats()
 
