@@ -100,7 +100,10 @@ class Scheduler:
         params.n_ubatch = min(params.n_batch, 512)
         params.n_threads = config.threads
         params.n_threads_batch = config.threads_batch
-        params.kv_unified = False  # every slot owns exactly `ctx` cells
+        # One KV buffer shared by all slots: a batch mixing several sequences then runs as one
+        # ubatch (split streams force llama.cpp into equal splits, several graph runs per step).
+        # Each sequence is still capped at `ctx` tokens below, so ctx x parallel cells always suffice.
+        params.kv_unified = True
         params.no_perf = True
         params.type_k = _KV_TYPES[config.kv_type]
         params.type_v = _KV_TYPES[config.kv_type]
@@ -112,7 +115,7 @@ class Scheduler:
                 f"{config.ctx} tokens (not enough memory?); lower --ctx or --parallel"
             )
         self.ctx = ctx
-        self.n_ctx_seq = ll.llama_n_ctx_seq(ctx)
+        self.n_ctx_seq = min(config.ctx, ll.llama_n_ctx_seq(ctx))
         self.memory = ll.llama_get_memory(ctx)
         self.n_batch = params.n_batch
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
