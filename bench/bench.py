@@ -184,10 +184,9 @@ class RunStats:
         return sum(s.tokens for s in self.streams) / self.wall if self.wall else float("nan")
 
 
-async def one_stream(
-    http: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int
-) -> StreamStats | None:
-    body = {
+def completion_body(server: Server, prompt: str, max_tokens: int) -> dict[str, object]:
+    """The one request every server gets: greedy, exactly max_tokens, prompt cache on."""
+    return {
         "model": server.model_id,
         "prompt": prompt,
         "max_tokens": max_tokens,
@@ -197,6 +196,12 @@ async def one_stream(
         "cache_prompt": True,
         "stream_options": {"include_usage": True},
     }
+
+
+async def one_stream(
+    http: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int
+) -> StreamStats | None:
+    body = completion_body(server, prompt, max_tokens)
     t0 = time.perf_counter()
     first = last = None
     tokens = 0
@@ -252,15 +257,7 @@ async def multi_turn(server: Server, turns: int, max_tokens: int) -> tuple[list[
     async with httpx.AsyncClient(timeout=600, limits=no_reuse) as http:
         for t in range(turns):
             prompt += f"User: tell me fact number {t} about the sea, in detail please.\nAssistant:"
-            body = {
-                "model": server.model_id,
-                "prompt": prompt,
-                "max_tokens": max_tokens,
-                "temperature": 0,
-                "stream": True,
-                "ignore_eos": True,
-                "cache_prompt": True,
-            }
+            body = completion_body(server, prompt, max_tokens)
             t0 = time.perf_counter()
             text = ""
             first = None
