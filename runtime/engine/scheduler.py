@@ -52,7 +52,7 @@ class ContextConfig:
     threads: int = 2
     threads_batch: int = 2
     kv_type: str = "f16"
-    flash_attn: bool = False
+    flash_attn: bool | None = None  # None: llama.cpp decides (auto)
     max_queue: int = 64
 
 
@@ -107,7 +107,8 @@ class Scheduler:
         params.no_perf = True
         params.type_k = _KV_TYPES[config.kv_type]
         params.type_v = _KV_TYPES[config.kv_type]
-        params.flash_attn_type = 1 if config.flash_attn else 0
+        # llama_flash_attn_type: -1 auto, 0 disabled, 1 enabled
+        params.flash_attn_type = -1 if config.flash_attn is None else int(config.flash_attn)
         ctx = ll.llama_init_from_model(model.handle, params)
         if not ctx:
             raise ModelLoadError(

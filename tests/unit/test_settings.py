@@ -54,3 +54,16 @@ def test_environment_file_documents_every_setting() -> None:
     env = (Path(__file__).parents[2] / "systemd" / "hermesd.env").read_text()
     documented = set(re.findall(r"HERMESD_([A-Z_]+)=", env))
     assert documented == {n.upper() for n in Settings.model_fields}
+
+
+def test_an_empty_environment_value_means_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an uncommented `HERMESD_X=` line in the systemd env file must not break the daemon's start
+    monkeypatch.setenv("HERMESD_FLASH_ATTN", "")
+    monkeypatch.setenv("HERMESD_THREADS_BATCH", "")
+    s = load_settings({})
+    assert s.flash_attn is None and s.threads_batch is None
+
+
+@pytest.mark.parametrize(("flags", "expected"), [({}, None), ({"flash_attn": False}, False)])
+def test_flash_attention_defaults_to_llama_cpp_auto(flags: dict[str, bool], expected: bool | None) -> None:
+    assert load_settings(flags).flash_attn is expected
