@@ -94,7 +94,7 @@ def make_plan(
     variant: str | None,
     quant: str | None,
     ctx: int | None,
-    parallel: int,
+    parallel: int | None,
     kv_type: str,
     prefer: str,
 ) -> Plan:
@@ -142,7 +142,7 @@ def choose_model_for_serve(
     variant: str | None,
     quant: str | None,
     ctx: int | None,
-    parallel: int,
+    parallel: int | None,
     kv_type: str,
     prefer: str,
     offline: bool,

@@ -130,7 +130,10 @@ def render_plan(console: Console, p: Plan, verify: VerifyReport | None = None) -
 @click.option("--quant", default=None, help="Q4_K_M, Q8_0, ... (default: the best that fits)")
 @click.option("--ctx", type=click.IntRange(256), default=None, help="context per sequence (default 16384)")
 @click.option(
-    "--parallel", type=click.IntRange(1, 64), default=1, show_default=True, help="sequences at once"
+    "--parallel",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="sequences at once (default: the most, up to 4, that fit beside the model)",
 )
 @click.option("--kv-type", type=click.Choice(sorted(KV_TYPES)), default="f16", show_default=True)
 @click.option("--prefer", type=click.Choice(["quality", "speed"]), default="quality", show_default=True)
@@ -147,7 +150,7 @@ def plan_command(
     variant: str | None,
     quant: str | None,
     ctx: int | None,
-    parallel: int,
+    parallel: int | None,
     kv_type: str,
     prefer: str,
     as_json: bool,

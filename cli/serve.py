@@ -147,7 +147,7 @@ def settings_from_plan(settings: Settings) -> Settings:
             variant=settings.variant,
             quant=settings.quant,
             ctx=settings.ctx if "ctx" in explicit else None,
-            parallel=settings.parallel if "parallel" in explicit else 1,
+            parallel=settings.parallel if "parallel" in explicit else None,
             kv_type=settings.kv_type,
             prefer=settings.prefer,
             offline=settings.offline,

@@ -18,12 +18,16 @@ chooses by policy:
   the others (Aug 2025) but smaller than 70B; ask for it with --variant hermes-4.3-36b.
 - The context defaults to 16384 tokens; only when nothing fits there does the planner try 8192,
   then 4096 (never below). An explicit --ctx is never changed.
+- Sequence slots (parallel streams): the model is chosen for one; then, unless --parallel is given,
+  the plan takes the most slots, up to 4 (llama-server's and Ollama's default), whose KV cache still
+  fits beside the chosen model without moving a layer off the GPUs. A 16k context for one stream of
+  thinking is worth more than three more streams, so slots never shrink the context or the quant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from hermesd.models.catalog import Catalog, QuantEntry, Variant, WeightLayout, weight_layout
@@ -36,6 +40,7 @@ DEFAULT_CTX = 16384
 MIN_CTX = 4096
 FALLBACK_CTX = (16384, 8192, 4096)
 AUTO_FLOOR_QUANT = "Q4_K_M"
+MAX_AUTO_SLOTS = 4
 
 
 class PlanError(ValueError):
@@ -47,7 +52,7 @@ class PlanRequest:
     variant: str | None = None
     quant: str | None = None
     ctx: int | None = None  # None: 16384, lowered to 8192/4096 only when nothing fits
-    parallel: int = 1
+    parallel: int | None = None  # None: the most slots, up to MAX_AUTO_SLOTS, that fit (module doc)
     kv_type: str = "f16"
     prefer: Prefer = "quality"
     flash_attn: bool = True
@@ -143,6 +148,8 @@ class _Candidate:
 def plan(hardware: Hardware, catalog: Catalog, request: PlanRequest) -> Plan | NoFit:
     """Choose a variant, quant, context and device placement for this machine (see module doc)."""
     variants, quant = _validate(catalog, request)
+    auto_slots = request.parallel is None
+    request = replace(request, parallel=request.parallel or 1)
     floor = catalog.quant_types[AUTO_FLOOR_QUANT].rank
     contexts = (request.ctx,) if request.ctx else FALLBACK_CTX
     misses: list[_Candidate] = []
@@ -160,7 +167,10 @@ def plan(hardware: Hardware, catalog: Catalog, request: PlanRequest) -> Plan | N
             chosen, why = _choose(
                 fits, request, floor, explicit_quant=quant is not None, has_gpu=bool(hardware.gpus)
             )
-            return _build(chosen, why, fits, misses, catalog, hardware, request)
+            slots: list[str] = []
+            if auto_slots:
+                chosen, request, slots = _add_slots(chosen, catalog, hardware, request)
+            return _build(chosen, why, fits, misses, catalog, hardware, request, slots)
     return _no_fit(misses, variants, contexts, hardware, request)
 
 
@@ -169,7 +179,7 @@ def _validate(catalog: Catalog, request: PlanRequest) -> tuple[list[Variant], st
         raise PlanError(f"unknown KV cache type {request.kv_type!r}; choose one of {', '.join(KV_TYPES)}")
     if request.kv_type in ("q8_0", "q4_0") and not request.flash_attn:
         raise PlanError(f"a {request.kv_type} KV cache needs flash attention in llama.cpp")
-    if request.parallel < 1:
+    if request.parallel is not None and request.parallel < 1:
         raise PlanError("parallel must be at least 1")
     if request.ctx is not None and request.ctx < 256:
         raise PlanError(f"context {request.ctx} is too small (at least 256 tokens; {MIN_CTX}+ is useful)")
@@ -203,7 +213,7 @@ def _evaluate(
     layout = req.local_layouts.get((v.id, entry.quant)) or weight_layout(v, entry, qtype)
     budget = Budget(
         context=ctx,
-        parallel=req.parallel,
+        parallel=req.parallel or 1,
         kv_type=req.kv_type,
         flash_attn=req.flash_attn,
         n_ubatch=req.n_ubatch,
@@ -246,6 +256,26 @@ def _choose(
     )
 
 
+def _add_slots(
+    c: _Candidate, catalog: Catalog, hw: Hardware, req: PlanRequest
+) -> tuple[_Candidate, PlanRequest, list[str]]:
+    """The most sequence slots, up to MAX_AUTO_SLOTS, that fit with the chosen model unchanged."""
+    for n in range(MAX_AUTO_SLOTS, 1, -1):
+        more = replace(req, parallel=n)
+        cand = _evaluate(c.variant, c.entry, catalog, hw, more, c.context)
+        p = cand.placement
+        if p.fits and p.gpu_layers == c.placement.gpu_layers and p.full_offload == c.placement.full_offload:
+            extra = p.kv_per_layer * c.variant.layers - c.placement.kv_per_layer * c.variant.layers
+            return cand, more, [
+                f"slots: {n} sequences decoded together, the most up to {MAX_AUTO_SLOTS} that fit beside "
+                f"the model (their KV cache adds {gib(extra)}); --parallel sets another number"
+            ]
+    return c, req, [
+        "slots: 1; a second sequence's KV cache would not fit without moving layers off the GPUs "
+        "(a smaller --ctx leaves room for more; --parallel sets the number)"
+    ]
+
+
 # -- results
 
 
@@ -257,6 +287,7 @@ def _build(
     catalog: Catalog,
     hw: Hardware,
     req: PlanRequest,
+    slots: Sequence[str] = (),
 ) -> Plan:
     p = c.placement
     devices = tuple(
@@ -286,13 +317,18 @@ def _build(
     asked = " ".join(f"--{k} {v}" for k, v in (("variant", req.variant), ("quant", req.quant)) if v)
     if asked:
         why = f"{why} (limited by {asked})"
-    reasons = [why, *_alternatives(c, fits, misses, req, floor), *_better_quant_hint(c, catalog, hw, req)]
+    reasons = [
+        why,
+        *_alternatives(c, fits, misses, req, floor),
+        *_better_quant_hint(c, catalog, hw, replace(req, parallel=1) if slots else req),
+        *slots,
+    ]
     return Plan(
         variant=c.variant.id,
         variant_name=c.variant.name,
         quant=c.entry.quant,
         context=c.context,
-        parallel=req.parallel,
+        parallel=req.parallel or 1,
         kv_type=req.kv_type,
         flash_attn=req.flash_attn,
         n_ubatch=req.n_ubatch,

@@ -45,7 +45,9 @@ def test_serve_with_no_model_plans_fetches_and_serves(tmp_path: Path) -> None:
         assert hub.gets(FILE), "the file was fetched from the (fake) hub"
     # the hub is gone: a second start serves from the cache
     env = {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    with run_server(
-        None, tmp_path, "--hardware", str(PROFILE), "--parallel", "1", "--offline", env=env
-    ) as server:
+    # ...and, with no --parallel, it runs as many slots as the plan found room for: on a CPU-only
+    # machine with 32 GB the same 14B Q4_K_M (already cached) gets 4
+    cpu_only = PROFILE.with_name("cpu-32gb.json")
+    with run_server(None, tmp_path, "--hardware", str(cpu_only), "--offline", env=env) as server:
         assert ask(server.base_url) == QUESTIONS[0].answer
+        assert "(4 slots x 16384 tokens)" in server.log()

@@ -213,6 +213,51 @@ def assert_consistent(result: Plan, hw: Hardware) -> None:
     assert result.arithmetic and result.reasons
 
 
+SLOTS = [
+    # (profile, request, slots, why)
+    ("cpu-32gb", {}, 4, "CPU only with room to spare: 4 streams (the issue's default on CPU)"),
+    ("rtx3060-12gb", {}, 1, "14B Q4_K_M at 16k leaves 0.3 GiB on a 12 GB card: no room for a second KV"),
+    ("mixed-a6000-3090", {}, 3, "70B Q6_K over 72 GB leaves room for two more 16k KV caches, not three"),
+    (
+        "rtx3060-12gb",
+        {"ctx": 4096},
+        2,
+        "at 4k the memory freed first buys a better quant (Q5_K_M), and two 4k KV caches fit beside it",
+    ),
+    ("rtx3060-12gb", {"parallel": 2, "ctx": 4096}, 2, "an explicit --parallel is honoured"),
+]
+
+
+@pytest.mark.parametrize(("profile", "request_kwargs", "slots", "why"), SLOTS)
+def test_slots_are_the_most_up_to_four_that_fit_beside_the_model(
+    profile: str, request_kwargs: dict[str, Any], slots: int, why: str
+) -> None:
+    hw = machine(profile)
+    result = plan(hw, CATALOG, PlanRequest(**request_kwargs))
+    assert isinstance(result, Plan)
+    assert result.parallel == slots, why
+    assert_consistent(result, hw)
+    # Slots never change the model or move layers: the plan for one stream is the same model, split
+    # the same way.
+    one = plan(hw, CATALOG, PlanRequest(**{**request_kwargs, "parallel": 1}))
+    assert isinstance(one, Plan)
+    assert (result.variant, result.quant, result.context, result.n_gpu_layers) == (
+        one.variant,
+        one.quant,
+        one.context,
+        one.n_gpu_layers,
+    )
+    if "parallel" not in request_kwargs:
+        if slots < 4:  # one more slot would not fit with the same placement
+            more = plan(hw, CATALOG, PlanRequest(**{**request_kwargs, "parallel": slots + 1}))
+            assert not isinstance(more, Plan) or (more.variant, more.quant, more.n_gpu_layers) != (
+                result.variant,
+                result.quant,
+                result.n_gpu_layers,
+            ), why
+        assert any(r.startswith("slots:") for r in result.reasons)
+
+
 def test_kv_formula_matches_the_reference_table() -> None:
     # shared/reference/hermes4.md 1.3: 14B f16 KV is 160 KiB per token -> 40,960 ctx = 6.25 GiB;
     # 70B 320 KiB per token -> 65,536 ctx = 20 GiB.
