@@ -49,6 +49,7 @@ class Server:
     name: str
     proc: subprocess.Popen[bytes]
     url: str
+    vocab: Vocab
     model_id: str = "bench"
 
 
@@ -118,13 +119,20 @@ def server_commands(
             str(ctx),
             "--model_alias",
             "bench",
+            # the same attention kernels as llama-server's and hermesd's default (auto = on, on CPU)
+            "--flash_attn",
+            "True",
+            # by default a new request ends the running stream early; queue instead, so every request
+            # is answered in full and the aggregate compares like with like
+            "--interrupt_requests",
+            "False",
         ]
     raise ValueError(name)
 
 
 @contextmanager
 def start(
-    name: str, model: Path, args: argparse.Namespace, log_dir: Path
+    name: str, model: Path, args: argparse.Namespace, log_dir: Path, vocab: Vocab
 ) -> Iterator[Server | None]:
     port = free_port()
     try:
@@ -135,7 +143,7 @@ def start(
         return
     log = (log_dir / f"{name}.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(name, proc, f"http://127.0.0.1:{port}")
+    server = Server(name, proc, f"http://127.0.0.1:{port}", vocab)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -164,7 +172,8 @@ def start(
 class StreamStats:
     ttft: float
     tokens: int
-    decode_time: float  # first token to last token
+    first_chunk_tokens: int
+    decode_time: float  # first chunk to last chunk
 
 
 @dataclass
@@ -179,7 +188,13 @@ class RunStats:
 
     @property
     def per_stream(self) -> float:
-        rates = [(s.tokens - 1) / s.decode_time for s in self.streams if s.tokens > 1 and s.decode_time > 0]
+        # tokens after the first chunk over the time after it: a server that holds back its first
+        # chunk and then sends many tokens in it must not look faster for that
+        rates = [
+            (s.tokens - s.first_chunk_tokens) / s.decode_time
+            for s in self.streams
+            if s.tokens > s.first_chunk_tokens and s.decode_time > 0
+        ]
         return statistics.median(rates) if rates else float("nan")
 
     @property
@@ -189,7 +204,7 @@ class RunStats:
 
 def completion_body(server: Server, prompt: str, max_tokens: int) -> dict[str, object]:
     """The one request every server gets: greedy, exactly max_tokens, prompt cache on."""
-    return {
+    body: dict[str, object] = {
         "model": server.model_id,
         "prompt": prompt,
         "max_tokens": max_tokens,
@@ -199,6 +214,10 @@ def completion_body(server: Server, prompt: str, max_tokens: int) -> dict[str, o
         "cache_prompt": True,
         "stream_options": {"include_usage": True},
     }
+    if server.name == "llama_cpp.server":
+        # it has no ignore_eos: ban the end-of-generation token instead, so it does the same work
+        body["logit_bias"] = {str(server.vocab.eos): -100}
+    return body
 
 
 async def one_stream(
@@ -207,8 +226,10 @@ async def one_stream(
     body = completion_body(server, prompt, max_tokens)
     t0 = time.perf_counter()
     first = last = None
+    first_text = ""
     tokens = 0
     usage_tokens = None
+    finish = None
     try:
         async with http.stream("POST", server.url + "/v1/completions", json=body) as r:
             if r.status_code != 200:
@@ -219,18 +240,20 @@ async def one_stream(
                 data = json.loads(line[5:])
                 if data.get("usage"):
                     usage_tokens = data["usage"].get("completion_tokens")
-                if data.get("choices") and data["choices"][0].get("text"):
-                    now = time.perf_counter()
-                    first = first or now
-                    last = now
+                choice = data["choices"][0] if data.get("choices") else {}
+                finish = choice.get("finish_reason") or finish
+                if choice.get("text"):
+                    last = time.perf_counter()
+                    if first is None:
+                        first, first_text = last, choice["text"]
                     tokens += 1
     except httpx.HTTPError:
-        # llama_cpp.server ends a running stream when another request arrives: count it as an error
-        return None
-    if first is None or last is None:
         return None
     # servers may put several tokens in one chunk: count tokens from usage where it is reported
-    return StreamStats(first - t0, usage_tokens or tokens, last - first)
+    if first is None or last is None or finish != "length":
+        return None  # a stream cut short is an error, not a fast stream
+    total = usage_tokens or tokens
+    return StreamStats(first - t0, total, min(total, server.vocab.count(first_text)), last - first)
 
 
 async def load(server: Server, concurrency: int, prompts: list[str], max_tokens: int) -> RunStats:
@@ -281,6 +304,19 @@ async def multi_turn(server: Server, turns: int, max_tokens: int) -> tuple[list[
     return ttfts, cold
 
 
+class Vocab:
+    """The model's own vocabulary (no weights): token counts of streamed text, the EOS id."""
+
+    def __init__(self, model: Path) -> None:
+        from llama_cpp import Llama
+
+        self._llama = Llama(model_path=str(model), vocab_only=True, verbose=False)
+        self.eos = self._llama.token_eos()
+
+    def count(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode(), add_bos=False, special=True))
+
+
 def fmt(x: float, digits: int = 1) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"
 
@@ -290,12 +326,13 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
         f"\n=== {model.name} ({model.stat().st_size / 2**20:.1f} MiB), threads={args.threads}, "
         f"ctx={args.ctx}/slot, slots={args.slots}, max_tokens={args.max_tokens}"
     )
+    vocab = Vocab(model)
     prompts = [f"Once upon a time, in a land number {i}, there lived" for i in range(16)]
     table: dict[str, dict[int, RunStats]] = {}
     turns: dict[str, tuple[list[float], float]] = {}
     rss: dict[str, float] = {}
     for name in args.servers:
-        with start(name, model, args, log_dir) as server:
+        with start(name, model, args, log_dir, vocab) as server:
             if server is None:
                 continue
             asyncio.run(load(server, 1, prompts, 8))  # warm-up
