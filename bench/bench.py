@@ -2,8 +2,9 @@
 """Side-by-side benchmark: hermesd vs llama.cpp's llama-server vs llama-cpp-python's server.
 
 Each server gets the same GGUF, threads, context and slots, on 127.0.0.1, and the same streamed
-/v1/completions requests (greedy, `ignore_eos`, fixed max_tokens). Printed per server and
-concurrency: time to first token (p50/p95), decode tokens/s per stream, aggregate tokens/s, and
+/v1/completions requests (greedy, `ignore_eos`, fixed max_tokens). All are started together and
+take turns, one run each per round, so a slow stretch of a shared machine hits all alike. Printed
+per server and concurrency: time to first token (p50/p95), decode tokens/s per stream, aggregate tokens/s, and
 hermesd's ratios to the others; then a 10-turn growing conversation's time to first token per turn,
 and hermesd's resident memory. Not a test: run it by hand (README, "Benchmark").
 
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,19 +275,31 @@ async def load(server: Server, concurrency: int, prompts: list[str], max_tokens:
 
 
 async def multi_turn(server: Server, turns: int, max_tokens: int) -> tuple[list[float], float]:
-    """TTFT per turn of a growing conversation, and TTFT of a cold prompt as long as the last one."""
+    """TTFT per turn of a growing conversation, and TTFT of a cold prompt as long as the last one.
+
+    One kept-alive connection throughout, as a chat client has: a new connection per turn would add
+    the client's own set-up time (milliseconds in httpx) to every figure."""
     ttfts: list[float] = []
     prompt = "You are a helpful assistant.\n"
-    # a new connection per turn: llama-server sometimes closes a kept-alive connection just as the
-    # next request goes out, which is a client-side race, not what this case measures
-    no_reuse = httpx.Limits(max_keepalive_connections=0)
-    async with httpx.AsyncClient(timeout=600, limits=no_reuse) as http:
+    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=1)) as http:
         for t in range(turns):
             prompt += f"User: tell me fact number {t} about the sea, in detail please.\nAssistant:"
-            body = completion_body(server, prompt, max_tokens)
-            t0 = time.perf_counter()
-            text = ""
-            first = None
+            ttft, text = await _turn(http, server, prompt, max_tokens)
+            ttfts.append(ttft)
+            prompt += text + "\n"
+        # same length, no shared prefix with anything cached (a fresh random start each time)
+        cold_prompt = "".join(random.choices(string.ascii_letters, k=6)) + prompt[6:]
+        cold, _ = await _turn(http, server, cold_prompt, 2)
+    return ttfts, cold
+
+
+async def _turn(http: httpx.AsyncClient, server: Server, prompt: str, max_tokens: int) -> tuple[float, str]:
+    body = completion_body(server, prompt, max_tokens)
+    for attempt in range(3):
+        t0 = time.perf_counter()
+        text = ""
+        first = None
+        try:
             async with http.stream("POST", server.url + "/v1/completions", json=body) as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data:") and line.strip() != "data: [DONE]":
@@ -294,14 +307,14 @@ async def multi_turn(server: Server, turns: int, max_tokens: int) -> tuple[list[
                         if data.get("choices") and data["choices"][0].get("text"):
                             first = first or time.perf_counter()
                             text += data["choices"][0]["text"]
-            ttfts.append((first or time.perf_counter()) - t0)
-            prompt += text + "\n"
-        # same length, no shared prefix with anything cached (a fresh random start each time)
-        cold_prompt = "".join(random.choices(string.ascii_letters, k=6)) + prompt[6:]
-        t0 = time.perf_counter()
-        stat = await one_stream(http, server, cold_prompt, 2)
-    cold = stat.ttft if stat else float("nan")
-    return ttfts, cold
+        except httpx.RemoteProtocolError:
+            # llama-server may close a kept-alive connection just as the next request goes out (a
+            # race on the client's side, not what this measures): send it again on a new connection
+            if first is None and attempt < 2:
+                continue
+            raise
+        return (first or time.perf_counter()) - t0, text
+    raise AssertionError("unreachable")
 
 
 class Vocab:
@@ -317,6 +330,11 @@ class Vocab:
         return len(self._llama.tokenize(text.encode(), add_bos=False, special=True))
 
 
+def _median(values: list[float]) -> float:
+    values = [v for v in values if v == v]  # NaN where a run had no usable stream
+    return statistics.median(values) if values else float("nan")
+
+
 def fmt(x: float, digits: int = 1) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"
 
@@ -329,22 +347,43 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
     vocab = Vocab(model)
     prompts = [f"Once upon a time, in a land number {i}, there lived" for i in range(16)]
     table: dict[str, dict[int, RunStats]] = {}
+    ratios: dict[tuple[str, int], tuple[float, float]] = {}  # (other, conc) -> (decode, aggregate)
     turns: dict[str, tuple[list[float], float]] = {}
     rss: dict[str, float] = {}
-    for name in args.servers:
-        with start(name, model, args, log_dir, vocab) as server:
-            if server is None:
-                continue
+    with ExitStack() as stack:
+        started = [stack.enter_context(start(n, model, args, log_dir, vocab)) for n in args.servers]
+        servers = [s for s in started if s is not None]
+        for server in servers:
             asyncio.run(load(server, 1, prompts, 8))  # warm-up
-            table[name] = {}
-            for c in args.concurrency:
-                # the median of several runs: one run of a tiny model lasts milliseconds, and two
-                # shared cores make single runs noisy
-                runs = [asyncio.run(load(server, c, prompts, args.max_tokens)) for _ in range(args.repeat)]
-                table[name][c] = sorted(runs, key=lambda r: r.aggregate)[len(runs) // 2]
-            conversations = [asyncio.run(multi_turn(server, 10, 16)) for _ in range(args.repeat)]
-            turns[name] = sorted(conversations, key=lambda t: t[0][-1] / t[1])[len(conversations) // 2]
-            rss[name] = psutil.Process(server.proc.pid).memory_info().rss / 2**20
+            table[server.name] = {}
+        for c in args.concurrency:
+            # Rounds alternate between the servers (all loaded, only one busy at a time), so a stretch
+            # where the shared machine runs slower hits all of them alike; short cases get more
+            # rounds, since one run of the tiny model lasts milliseconds. Medians are printed.
+            runs: dict[str, list[RunStats]] = {s.name: [] for s in servers}
+            t0 = time.monotonic()
+            while len(runs[servers[0].name]) < args.repeat or (
+                time.monotonic() - t0 < args.min_seconds * len(servers) and len(runs[servers[0].name]) < 25
+            ):
+                for server in servers:
+                    runs[server.name].append(asyncio.run(load(server, c, prompts, args.max_tokens)))
+            for name, rs in runs.items():
+                table[name][c] = sorted(rs, key=lambda r: r.aggregate)[len(rs) // 2]
+            if "hermesd" in runs:
+                for other in (n for n in runs if n != "hermesd"):
+                    pairs = list(zip(runs["hermesd"], runs[other], strict=True))
+                    ratios[other, c] = (
+                        _median([h.per_stream / o.per_stream for h, o in pairs]),
+                        _median([h.aggregate / o.aggregate for h, o in pairs]),
+                    )
+        conversations: dict[str, list[tuple[list[float], float]]] = {s.name: [] for s in servers}
+        for _ in range(args.repeat):
+            for server in servers:
+                conversations[server.name].append(asyncio.run(multi_turn(server, 10, 16)))
+        for name, convs in conversations.items():
+            turns[name] = sorted(convs, key=lambda t: t[0][-1] / t[1])[len(convs) // 2]
+        for server in servers:
+            rss[server.name] = psutil.Process(server.proc.pid).memory_info().rss / 2**20
     print(
         f"\n{'server':18} {'conc':>4} {'ttft p50 ms':>11} {'ttft p95 ms':>11} {'tok/s/stream':>12} "
         f"{'aggregate tok/s':>15} {'errors':>6}"
@@ -355,15 +394,13 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
                 f"{name:18} {c:>4} {fmt(s.p(0.5) * 1000):>11} {fmt(s.p(0.95) * 1000):>11} "
                 f"{fmt(s.per_stream):>12} {fmt(s.aggregate):>15} {s.errors:>6}"
             )
-    if "hermesd" in table:
-        print("\nhermesd ratios (hermesd / other; decode = tokens/s per stream, aggregate = total tokens/s)")
-        for other in (n for n in table if n != "hermesd"):
-            for c in args.concurrency:
-                h, o = table["hermesd"][c], table[other][c]
-                print(
-                    f"  vs {other:16} conc {c:>2}: decode {fmt(h.per_stream / o.per_stream, 2)}  "
-                    f"aggregate {fmt(h.aggregate / o.aggregate, 2)}"
-                )
+    if ratios:
+        print(
+            "\nhermesd ratios (hermesd / other, median over rounds run back to back; decode = tokens/s "
+            "per stream, aggregate = total tokens/s)"
+        )
+        for (other, c), (decode, aggregate) in sorted(ratios.items(), key=lambda kv: kv[0]):
+            print(f"  vs {other:16} conc {c:>2}: decode {fmt(decode, 2)}  aggregate {fmt(aggregate, 2)}")
     print("\nmulti-turn time to first token (ms), turns 1..10, and a cold prompt as long as turn 10")
     for name, (ttfts, cold) in turns.items():
         row = " ".join(f"{t * 1000:.0f}" for t in ttfts)
@@ -394,7 +431,10 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per case; the median is printed")
+    ap.add_argument("--repeat", type=int, default=3, help="at least this many rounds per case")
+    ap.add_argument(
+        "--min-seconds", type=float, default=2.0, help="more rounds (up to 25) until each ran this long"
+    )
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--servers", nargs="+", default=["hermesd", "llama-server", "llama_cpp.server"])
     ap.add_argument(
