@@ -104,6 +104,10 @@ class Scheduler:
         # ubatch (split streams force llama.cpp into equal splits, several graph runs per step).
         # Each sequence is still capped at `ctx` tokens below, so ctx x parallel cells always suffice.
         params.kv_unified = True
+        # Sliding-window models (Gemma 3...) keep every position's KV, not just the window: a reused
+        # prefix cut back to an earlier position then still has the cells its window needs
+        # (llama-server saves that memory and re-processes or restores checkpoints instead).
+        params.swa_full = True
         params.no_perf = True
         params.type_k = _KV_TYPES[config.kv_type]
         params.type_v = _KV_TYPES[config.kv_type]
