@@ -122,6 +122,10 @@ class Scheduler:
         self.ctx = ctx
         self.n_ctx_seq = min(config.ctx, ll.llama_n_ctx_seq(ctx))
         self.memory = ll.llama_get_memory(ctx)
+        # recurrent state cannot be shared from the middle of another sequence
+        self.share_prefixes = not (
+            ll.llama_model_is_recurrent(model.handle) or ll.llama_model_is_hybrid(model.handle)
+        )
         self.n_batch = params.n_batch
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(seq_id=i) for i in range(config.parallel)]
@@ -301,9 +305,18 @@ class Scheduler:
         keep = 0
         if slot.adapter_key == seq.adapter_key:
             keep = min(_common_prefix(slot.cached, seq.prompt), len(seq.prompt) - 1)
+        donor, shared = self._longest_prefix_elsewhere(seq, slot)
+        shared = min(shared, len(seq.prompt) - 1)
+        if donor is not None and shared > keep:
+            # Another slot, running or idle, holds a longer prefix (typically a system prompt that
+            # many conversations share): this sequence takes those cells too. In the unified KV
+            # cache that tags the cells with one more sequence id; nothing is copied or recomputed.
+            ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+            ll.llama_memory_seq_cp(self.memory, donor.seq_id, slot.seq_id, 0, shared)
+            keep = shared
         # the slot's KV holds exactly slot.cached: drop what the new prompt does not share (some
         # memory types cannot cut a sequence in the middle; then drop all of it)
-        if keep < len(slot.cached) and (
+        elif keep < len(slot.cached) and (
             keep == 0 or not ll.llama_memory_seq_rm(self.memory, slot.seq_id, keep, -1)
         ):
             keep = 0
@@ -328,6 +341,22 @@ class Scheduler:
         )
         if req.reasoning.starts_open and req.reasoning.budget == 0:
             self._force_close(seq, [])
+
+    def _longest_prefix_elsewhere(self, seq: Sequence, slot: Slot) -> tuple[Slot | None, int]:
+        """The other slot whose KV cells share the longest prefix with `seq`'s prompt, under the
+        same adapter set (a cached prefix never crosses adapter sets)."""
+        best, best_len = None, 0
+        if not self.share_prefixes:
+            return best, best_len
+        for other in self.slots:
+            if other is slot or other.adapter_key != seq.adapter_key:
+                continue
+            # a running sequence's cells hold exactly the tokens decoded so far
+            tokens = other.busy.history[: other.busy.n_past] if other.busy is not None else other.cached
+            n = _common_prefix(tokens, seq.prompt)
+            if n > best_len:
+                best, best_len = other, n
+        return best, best_len
 
     def _step(self) -> None:
         for seq in self._active():

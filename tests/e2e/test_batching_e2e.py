@@ -162,3 +162,51 @@ def test_prefix_reuse_reports_cached_tokens_and_changes_nothing(
     assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert warm["choices"][0]["message"] == cold["choices"][0]["message"]
     assert warm["usage"]["prompt_tokens"] == cold["usage"]["prompt_tokens"]
+
+
+SHARED = "You are a careful assistant. " * 12  # a system prompt many conversations share
+
+
+async def shared_prefix(server: ServerProcess) -> tuple[dict[str, Any], dict[str, Any]]:
+    """While one request streams in one slot, a second one with the same long prefix starts in the
+    other (empty) slot: the prefix's cells come from the running slot."""
+    m = model_of(server)
+    running = {
+        "model": m,
+        "prompt": SHARED + "zq",
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "temperature": 0,
+        "stream": True,
+    }
+    second = {
+        "model": m,
+        "prompt": SHARED + LONG_PROMPT,
+        "max_tokens": 24,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
+    async with (
+        httpx.AsyncClient(base_url=server.base_url, timeout=120) as http,
+        http.stream("POST", "/v1/completions", json=running) as r,
+    ):
+        lines = r.aiter_lines()
+        async for line in lines:
+            if line.startswith("data:"):
+                break  # the first request is running: now the second arrives
+        reply = (await http.post("/v1/completions", json=second)).json()
+        async for _ in lines:
+            pass
+    return second, reply
+
+
+def test_a_shared_prefix_is_reused_from_a_running_slot(e2e_tmp: Path) -> None:
+    with run_server(tiny_model("qwen3"), e2e_tmp, "--parallel", "2") as server:
+        body, warm = asyncio.run(shared_prefix(server))
+    cached = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached >= warm["usage"]["prompt_tokens"] // 2, warm["usage"]  # the shared prefix, at least
+    with run_server(tiny_model("qwen3"), e2e_tmp, "--parallel", "2") as fresh:
+        cold = httpx.post(fresh.base_url + "/v1/completions", timeout=60, json=body).json()
+    assert cold["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert cold["usage"]["completion_tokens"] == 24 and cold["choices"][0]["text"].strip()
+    assert warm["choices"][0]["text"] == cold["choices"][0]["text"]
