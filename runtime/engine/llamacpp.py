@@ -24,6 +24,7 @@ from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthE
 
 log = logging.getLogger(__name__)
 INLINE_TOKENIZE_CHARS = 4096
+FIRST_TOKEN_HANDOFF_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -65,17 +66,26 @@ class LlamaStream:
                             break
                         parts.append(nxt.text)
                     yield TextEvent("".join(parts))
+                    self._taken()
                     if follow is None:
                         continue
                     event = follow
                 if isinstance(event, FinishEvent):
                     self._done = True
                 yield event
+                self._taken()
         finally:
+            self._taken()
             if not self._done:
                 self._engine.scheduler.cancel(self._seq)
 
+    def _taken(self) -> None:
+        """The consumer is back for more, so what it got is out: the decoder need not wait."""
+        if not self._seq.first_taken.is_set():
+            self._seq.first_taken.set()
+
     async def aclose(self) -> None:
+        self._taken()
         if not self._done:
             self._done = True
             self._engine.scheduler.cancel(self._seq)
@@ -121,14 +131,23 @@ class LlamaCppEngine:
             metadata=meta,
         )
 
-    def _flush(self) -> None:
+    def _flush(self, started: list[Sequence]) -> None:
         """Decode thread: wake the event loop for this step's events, unless a wake-up is already
         pending: the loop then takes these too, so a loop that falls behind a fast decoder gets
-        fewer, larger hand-overs instead of a wake-up (a syscall on both sides) per step."""
-        if not self._outbox or self._loop is None or self._wake_pending:
+        fewer, larger hand-overs instead of a wake-up (a syscall on both sides) per step.
+
+        For streams whose first token is in there, wait (at most FIRST_TOKEN_HANDOFF_S) until
+        their consumers have it out. With a fast model the next steps would otherwise keep the
+        GIL, llama.cpp's threads keep both cores busy, and the first chunk could wait for the
+        whole reply; with a slow one the loop has long taken it when the wait begins."""
+        if not self._outbox or self._loop is None:
             return
-        self._wake_pending = True
-        self._loop.call_soon_threadsafe(self._deliver)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._deliver)
+        deadline = time.monotonic() + FIRST_TOKEN_HANDOFF_S
+        for seq in started:
+            seq.first_taken.wait(max(0.0, deadline - time.monotonic()))
 
     def _deliver(self) -> None:
         """Event loop: hand everything decoded so far to the request streams. The flag is cleared

@@ -76,6 +76,8 @@ class Sequence:
     completion_tokens: int = 0
     cached_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
+    # set by the consumer once it has the first token (the engine waits for it, briefly)
+    first_taken: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -89,7 +91,10 @@ class Slot:
 
 class Scheduler:
     def __init__(
-        self, model: LlamaModel, config: ContextConfig, flush: Callable[[], None] = lambda: None
+        self,
+        model: LlamaModel,
+        config: ContextConfig,
+        flush: Callable[[list[Sequence]], None] = lambda started: None,
     ) -> None:
         self.model = model
         self.config = config
@@ -140,6 +145,7 @@ class Scheduler:
         # once per token, which keeps wake-ups of the event loop flat as streams are added.
         self.flush = flush
         self.steps = 0
+        self._started: list[Sequence] = []  # sequences whose first token came in this step
         self.prompt_tokens = 0
         self.cached_prompt_tokens = 0
         self.generated_tokens = 0
@@ -253,7 +259,8 @@ class Scheduler:
                 log.exception("decode step failed")
                 for seq in self._active():
                     self._finish(seq, "error", "internal error in the decode loop")
-            self.flush()
+            started, self._started = self._started, []
+            self.flush(started)
         for seq in self._active():
             self._finish(seq, "error", "the server is shutting down")
         for seq in list(self.waiting):
@@ -261,7 +268,7 @@ class Scheduler:
         self.waiting.clear()
         for _fn, future in self._control:
             future.set_exception(EngineShuttingDown("the server is shutting down"))
-        self.flush()
+        self.flush([])
 
     def _active(self) -> list[Sequence]:
         return [s.busy for s in self.slots if s.busy is not None]
@@ -446,6 +453,8 @@ class Scheduler:
             return
         seq.completion_tokens += 1
         self.generated_tokens += 1
+        if seq.completion_tokens == 1:
+            self._started.append(seq)
         seq.history.append(token)
         piece = b"" if eog else self.model.token_bytes(token)
         text = seq.assembler.push(piece)
