@@ -48,8 +48,8 @@ class Settings(BaseSettings):
     tensor_split: Annotated[list[float], NoDecode] = Field(default_factory=list)
     batch_size: int = Field(512, ge=16, le=65536)
     kv_type: Literal["f16", "q8_0", "q4_0", "f32"] = "f16"
-    # None leaves it to llama.cpp ("auto": on where the backend supports it, as llama-server does);
-    # on a 2-core CPU it is worth 10-14 % of decode speed on Gemma 3 270M (bench/, 2026-11-29)
+    # None leaves it to llama.cpp ("auto": on where the backend supports it), as llama-server does,
+    # so the two run the same attention kernels
     flash_attn: bool | None = Field(None, description="flash attention (default: llama.cpp's auto)")
     # llama.cpp's CPU "extra buffer types" (AMX and weight repacking). AMX traps in many VMs and
     # kills the process with SIGILL on the first quantized matmul, so they stay off unless asked.
