@@ -21,7 +21,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import string
 import subprocess
@@ -37,12 +36,6 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -135,6 +128,8 @@ def server_commands(
 def start(
     name: str, model: Path, args: argparse.Namespace, log_dir: Path, vocab: Vocab
 ) -> Iterator[Server | None]:
+    from tests.e2e.server_process import free_port  # the helper the e2e tests use
+
     port = free_port()
     try:
         cmd = server_commands(name, model, port, args.threads, args.ctx, args.slots, args.hermesd_arg)
@@ -391,8 +386,8 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
         f"\n{'server':18} {'conc':>4} {'ttft p50 ms':>11} {'ttft p95 ms':>11} {'tok/s/stream':>12} "
         f"{'aggregate tok/s':>15} {'errors':>6}"
     )
-    for name, runs in table.items():
-        for c, s in runs.items():
+    for name, by_concurrency in table.items():
+        for c, s in by_concurrency.items():
             print(
                 f"{name:18} {c:>4} {fmt(s.p(0.5) * 1000):>11} {fmt(s.p(0.95) * 1000):>11} "
                 f"{fmt(s.per_stream):>12} {fmt(s.aggregate):>15} {s.errors:>6}"
