@@ -297,16 +297,8 @@ class Scheduler:
             self._attach(seq, self._choose_slot(seq, free), sampler)
 
     def _choose_slot(self, seq: Sequence, free: list[Slot]) -> Slot:
-        best, best_len = None, 0
-        for slot in free:
-            if slot.adapter_key != seq.adapter_key:
-                continue
-            n = _common_prefix(slot.cached, seq.prompt)
-            if n > best_len:
-                best, best_len = slot, n
-        if best is not None:
-            return best
-        return min(free, key=lambda s: s.last_used)
+        best, _ = _longest_prefix(seq, free)
+        return best if best is not None else min(free, key=lambda s: s.last_used)
 
     def _attach(self, seq: Sequence, slot: Slot, sampler: SamplerChain) -> None:
         keep = 0
@@ -350,20 +342,10 @@ class Scheduler:
             self._force_close(seq, [])
 
     def _longest_prefix_elsewhere(self, seq: Sequence, slot: Slot) -> tuple[Slot | None, int]:
-        """The other slot whose KV cells share the longest prefix with `seq`'s prompt, under the
-        same adapter set (a cached prefix never crosses adapter sets)."""
-        best, best_len = None, 0
+        """The other slot, running or idle, whose KV cells share the longest prefix with `seq`."""
         if not self.share_prefixes:
-            return best, best_len
-        for other in self.slots:
-            if other is slot or other.adapter_key != seq.adapter_key:
-                continue
-            # a running sequence's cells hold exactly the tokens decoded so far
-            tokens = other.busy.history[: other.busy.n_past] if other.busy is not None else other.cached
-            n = _common_prefix(tokens, seq.prompt)
-            if n > best_len:
-                best, best_len = other, n
-        return best, best_len
+            return None, 0
+        return _longest_prefix(seq, [other for other in self.slots if other is not slot])
 
     def _step(self) -> None:
         for seq in self._active():
@@ -512,6 +494,21 @@ class Scheduler:
         log.debug(
             "request %s finished: %s after %d tokens", seq.request.request_id, reason, seq.completion_tokens
         )
+
+
+def _longest_prefix(seq: Sequence, slots: list[Slot]) -> tuple[Slot | None, int]:
+    """The slot whose KV cells share the longest prefix with `seq`'s prompt, and its length, among
+    slots under the same adapter set (a cached prefix never crosses adapter sets)."""
+    best, best_len = None, 0
+    for slot in slots:
+        if slot.adapter_key != seq.adapter_key:
+            continue
+        # a running sequence's cells hold exactly the tokens decoded so far
+        cells = slot.busy.history[: slot.busy.n_past] if slot.busy is not None else slot.cached
+        n = _common_prefix(cells, seq.prompt)
+        if n > best_len:
+            best, best_len = slot, n
+    return best, best_len
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
