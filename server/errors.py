@@ -24,6 +24,7 @@ from hermesd.runtime.errors import (
     HermesdError,
     ModelLoadError,
 )
+from hermesd.server.protocol.text import LoneSurrogateError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,10 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         param = _validation_param(tuple(first.get("loc", ())))
         msg = first.get("msg", "invalid request")
-        if first.get("type") == "json_invalid":
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, LoneSurrogateError):
+            message, param = str(cause), cause.param
+        elif first.get("type") == "json_invalid":
             message = f"the request body is not valid JSON: {msg}"
             param = None
         else:

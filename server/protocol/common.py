@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from hermesd.server.protocol.text import RequestBody
+
 # Fields OpenAI defines that would change the result but that hermesd does not implement:
 # refusing them beats silently returning something else than the client asked for.
 UNSUPPORTED_IF_SET: dict[str, str] = {
@@ -28,7 +30,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RequestBody):
     """Fields every generation request may carry. Unknown extra fields are kept, then checked."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)

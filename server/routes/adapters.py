@@ -3,15 +3,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from hermesd.server.protocol.text import RequestBody
 from hermesd.server.routes.deps import serving
 from hermesd.server.state import Serving
 
 router = APIRouter()
 
 
-class LoadAdapter(BaseModel):
+class LoadAdapter(RequestBody):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(..., min_length=1, max_length=64)
 
