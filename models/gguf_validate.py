@@ -10,7 +10,9 @@ memory. `gguf.GGUFReader` is not used for this: it maps declared sizes straight 
 
 The rules follow llama.cpp's `gguf_init_from_file` and model loader (the limits that matter to it,
 such as 63-byte tensor names, 1-4 dimensions and tensors packed in order), plus a few of our own
-(sane counts, known types, no empty dimensions, an adapter's required keys).
+(sane counts, known types, no empty dimensions, an adapter's required keys). A model's
+hyper-parameters (layer, head and expert counts, head sizes, ...) must also pass the rules of
+`gguf_hparams`, which mirror the checks llama.cpp makes with `GGML_ASSERT` or exceptions.
 
 Special files: the path is `stat`ed first (following symlinks, since the Hugging Face cache links
 snapshots to blobs) and anything but a regular file is refused before it is opened, so a FIFO, a
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Literal, cast
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+from hermesd.models.gguf_hparams import ARRAY_KEYS, LLAMA_MAX_LAYERS, Field, HParamError, check_hparams
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +136,14 @@ class _Parsed:
     kv: dict[str, KVValue]
     tensors: tuple[_Tensor, ...]
     file_size: int
+    arch_fields: dict[str, Field]  # the `<general.architecture>.*` keys, for the hyper-parameter rules
+
+
+@dataclass(frozen=True)
+class _Array:
+    item_type: GGUFValueType
+    count: int
+    items_at: int  # byte position of the first item
 
 
 def validate_gguf(
@@ -152,6 +164,8 @@ def validate_gguf(
         tensor_count = sum(len(parsed.tensors) for _, parsed in shard_files)
         total_size = sum(parsed.file_size for _, parsed in shard_files)
     _check_kind(path, first, kind)
+    if kind == "model":
+        _check_hparams(path, first)
     kv = first.kv
     template = kv.get(CHAT_TEMPLATE_KEY)
     summary = GGUFSummary(
@@ -224,6 +238,14 @@ class _Reader:
     def raw(self, n: int, what: str) -> bytes:
         start = self._view(n, what)
         return self._buf[start : start + n]
+
+    def items_at(self, array: _Array) -> tuple[Scalar, ...]:
+        """Every item of a numeric array already walked over (so known to lie inside the file)."""
+        fmt = struct.Struct(f"<{array.count}{_SCALAR_FORMATS[array.item_type].format[-1]}")
+        data = os.pread(self.fd, fmt.size, array.items_at)
+        if len(data) < fmt.size:
+            raise self.fail(f"the file shrank while being read (at byte {array.items_at})")
+        return cast(tuple[Scalar, ...], fmt.unpack(data))
 
     def skip(self, n: int, what: str) -> None:
         if n > self.left:
@@ -330,12 +352,13 @@ def _parse(r: _Reader) -> _Parsed:
             f"the header declares {n_tensors} tensors and {n_kv} keys, which need at least {needed} bytes "
             f"after byte {r.pos}, but the file has {r.size} bytes"
         )
-    kv, types = _read_kv_section(r, n_kv)
+    kv, types, arrays = _read_kv_section(r, n_kv)
     alignment = _alignment(r, kv, types)
     tensors = _read_tensor_infos(r, n_tensors)
     data_start = _align(r.pos, alignment) if n_tensors else r.pos
     _check_tensor_data(r, tensors, data_start, alignment)
-    return _Parsed(version=version, kv=kv, tensors=tensors, file_size=r.size)
+    fields = _arch_fields(r, kv, types, arrays)
+    return _Parsed(version=version, kv=kv, tensors=tensors, file_size=r.size, arch_fields=fields)
 
 
 def _align(n: int, alignment: int) -> int:
@@ -360,9 +383,12 @@ def _name(r: _Reader, raw: bytes, what: str) -> str:
     return name
 
 
-def _read_kv_section(r: _Reader, n_kv: int) -> tuple[dict[str, KVValue], dict[str, GGUFValueType]]:
+def _read_kv_section(
+    r: _Reader, n_kv: int
+) -> tuple[dict[str, KVValue], dict[str, GGUFValueType], dict[str, _Array]]:
     kv: dict[str, KVValue] = {}
     types: dict[str, GGUFValueType] = {}
+    arrays: dict[str, _Array] = {}
     for i in range(n_kv):
         key_len = r.string_length(f"the name of key {i}", MAX_KEY_BYTES, f"{MAX_KEY_BYTES} bytes")
         if key_len == 0:
@@ -372,15 +398,15 @@ def _read_kv_section(r: _Reader, n_kv: int) -> tuple[dict[str, KVValue], dict[st
             raise r.fail(f"key '{key}' appears more than once")
         what = f"key '{key}'"
         vtype = _value_type(r, r.u32(f"the value type of {what}"), what)
-        kv[key] = _read_value(r, key, vtype)
+        kv[key] = _read_value(r, key, vtype, arrays)
         types[key] = vtype
-    return kv, types
+    return kv, types, arrays
 
 
-def _read_value(r: _Reader, key: str, vtype: GGUFValueType) -> KVValue:
+def _read_value(r: _Reader, key: str, vtype: GGUFValueType, arrays: dict[str, _Array]) -> KVValue:
     what = f"key '{key}'"
     if vtype == GGUFValueType.ARRAY:
-        return _read_array(r, what)
+        return _read_array(r, what, key, arrays)
     if vtype == GGUFValueType.STRING:
         if key == CHAT_TEMPLATE_KEY:
             n = r.string_length(what, MAX_CHAT_TEMPLATE_BYTES, "1 MiB for a chat template")
@@ -405,11 +431,12 @@ def _read_scalar(r: _Reader, vtype: GGUFValueType, what: str) -> Scalar:
     return value
 
 
-def _read_array(r: _Reader, what: str) -> KVValue:
+def _read_array(r: _Reader, what: str, key: str, arrays: dict[str, _Array]) -> KVValue:
     item_type = _value_type(r, r.u32(f"the item type of {what}"), f"{what} (an array)")
     if item_type == GGUFValueType.ARRAY:
         raise r.fail(f"{what} is an array of arrays, which llama.cpp cannot read")
     count = r.u64(f"the length of {what}")
+    arrays[key] = _Array(item_type, count, r.pos)
     if count > MAX_ARRAY_ITEMS:
         raise r.fail(f"{what} is an array of {count} items, longer than the limit of {MAX_ARRAY_ITEMS}")
     item_size = 8 if item_type == GGUFValueType.STRING else _SCALAR_FORMATS[item_type].size
@@ -457,6 +484,48 @@ def _alignment(r: _Reader, kv: dict[str, KVValue], types: dict[str, GGUFValueTyp
     if value <= 0 or value & (value - 1) or value > MAX_ALIGNMENT:
         raise r.fail(f"general.alignment is {value}; it must be a power of two from 1 to {MAX_ALIGNMENT}")
     return value
+
+
+def _arch_fields(
+    r: _Reader, kv: dict[str, KVValue], types: dict[str, GGUFValueType], arrays: dict[str, _Array]
+) -> dict[str, Field]:
+    """The keys of the file's architecture as the hyper-parameter rules see them.
+
+    A summary keeps arrays of up to KEEP_ARRAY_ITEMS items; the per-layer arrays the rules need (one
+    item per layer, up to LLAMA_MAX_LAYERS) are read again in full from their recorded position.
+    """
+    arch = kv.get("general.architecture")
+    if not isinstance(arch, str):
+        return {}
+    prefix = f"{arch}."
+    fields: dict[str, Field] = {}
+    for key, value in kv.items():
+        if not key.startswith(prefix):
+            continue
+        if key not in arrays:
+            fields[key] = Field(types[key], None if isinstance(value, GGUFOmitted) else cast(Scalar, value))
+            continue
+        array = arrays[key]
+        items: tuple[Scalar, ...] | None = value if isinstance(value, tuple) else None
+        if (
+            items is None
+            and key.removeprefix(prefix) in ARRAY_KEYS
+            and array.item_type in _SCALAR_FORMATS
+            and array.count <= LLAMA_MAX_LAYERS
+        ):
+            items = r.items_at(array)
+        fields[key] = Field(GGUFValueType.ARRAY, items, array.item_type, array.count)
+    return fields
+
+
+def _check_hparams(path: Path, parsed: _Parsed) -> None:
+    """Refuse hyper-parameters llama.cpp would reject or abort the process on (see gguf_hparams)."""
+    arch = parsed.kv["general.architecture"]
+    assert isinstance(arch, str)  # _check_kind refused a model without one
+    try:
+        check_hparams(arch, parsed.arch_fields)
+    except HParamError as exc:
+        raise GGUFValidationError(path, str(exc)) from None
 
 
 def _describe(value: KVValue | None) -> str:

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.e2e.server_process import ServerProcess, hermesd_cmd, run_server
+from tests.fixtures.bad_ggufs import ABORTING_HPARAMS, with_hparams
 from tests.fixtures.behaviours import QUESTIONS
 from tests.fixtures.tiny_models import tiny_model
 from tests.harness import chat_openai
@@ -118,7 +119,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(hermesd_cmd(*args), capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("make", ["missing", "directory", "not-gguf", "truncated", "huge-count"])
+@pytest.mark.parametrize(
+    "make", ["missing", "directory", "not-gguf", "truncated", "huge-count", *ABORTING_HPARAMS]
+)
 def test_bad_model_file_is_one_clear_line(tmp_path: Path, make: str) -> None:
     path = tmp_path / "model.gguf"
     if make == "directory":
@@ -131,11 +134,15 @@ def test_bad_model_file_is_one_clear_line(tmp_path: Path, make: str) -> None:
         data = bytearray(tiny_model("qwen3").read_bytes())
         data[8:16] = (2**62).to_bytes(8, "little")  # tensor count
         path.write_bytes(bytes(data))
+    elif make in ABORTING_HPARAMS:  # well-formed, but llama.cpp would abort the process on it
+        with_hparams(tiny_model("qwen3"), path, ABORTING_HPARAMS[make][0])
     r = run_cli("serve", "--model", str(path), "--port", "0")
-    assert r.returncode != 0
+    assert r.returncode > 0  # an exit, not a signal
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and str(path) in lines[0], r.stderr
+    if make in ABORTING_HPARAMS:
+        assert f"qwen3.{ABORTING_HPARAMS[make][1]}" in lines[0]
 
 
 HOSTILE_TEMPLATE = (

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -20,13 +23,19 @@ from hermesd.models.gguf_validate import (
     validate_gguf,
 )
 from tests.fixtures.bad_ggufs import (
+    ABORTING_HPARAMS,
     CHAT_TEMPLATE,
     TOKENS,
     BadGGUF,
+    HParam,
+    add_hparams,
     build_corpus,
     build_good_adapter,
     build_good_model,
+    with_hparams,
 )
+from tests.fixtures.tiny_models import tiny_model
+from tests.fixtures.tiny_train import Kind
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +118,39 @@ def test_special_files_are_refused_without_reading(corpus: list[BadGGUF], name: 
     _check_all([entry])  # a FIFO with no writer would block forever if it were opened for reading
 
 
+@pytest.mark.parametrize(
+    ("arch", "changes"),
+    [
+        ("llama", {"block_count": 512}),
+        ("llama", {"block_count": 80, "attention.head_count_kv": [1] * 40 + [2] * 40}),
+        ("llama", {"expert_count": 8, "expert_used_count": 2}),
+        (
+            "llama",
+            {
+                "expert_count": 8,
+                "expert_used_count": 2,
+                "expert_group_count": 4,
+                "expert_group_used_count": 2,
+            },
+        ),
+        ("llama", {"expert_count": 1024, "expert_used_count": [8]}),
+        ("llama", {"attention.layer_norm_rms_epsilon": 0.0, "rope.scaling.type": "yarn"}),
+        ("qwen3", {"attention.key_length": 8, "attention.value_length": 8, "rope.dimension_count": 8}),
+        ("seed_oss", {"attention.head_count": 1, "attention.head_count_kv": 1}),
+        ("qwen2", {"attention.key_length": 4, "attention.value_length": 4}),
+        ("gemma3", {"rope.dimension_count": 2, "attention.sliding_window": 4}),
+        ("gemma3", {"attention.sliding_window": 4, "attention.sliding_window_pattern": [1, 0] * 256}),
+        # no experts with fewer than two for these: llama.cpp drops expert_used_count itself
+        ("hunyuan-dense", {"expert_count": 1, "expert_used_count": 0}),
+        # architectures without their own rules get the common ones only: no heads, no epsilon
+        ("mamba", {"attention.head_count": 0, "attention.layer_norm_rms_epsilon": None}),
+    ],
+)
+def test_hparams_llama_cpp_accepts_pass(tmp_path: Path, arch: str, changes: dict[str, HParam | None]) -> None:
+    path = build_good_model(tmp_path / "m.gguf", arch=arch, hparams=changes)
+    assert validate_gguf(path).architecture == arch
+
+
 def test_symlink_to_a_good_file_is_followed(tmp_path: Path) -> None:
     good = build_good_model(tmp_path / "blob")
     link = tmp_path / "snapshot.gguf"  # the Hugging Face cache links snapshots to blobs
@@ -140,6 +182,7 @@ def test_max_file_bytes(tmp_path: Path, margin: int, accepted: bool) -> None:
 def _sparse_model(path: Path, n_tokens: int, shapes: list[tuple[int, int]], missing_bytes: int = 0) -> Path:
     """A header declaring big F32 tensors, extended to full size as a sparse file (no data written)."""
     w = GGUFWriter(path, "llama")
+    add_hparams(w, "llama")
     w.add_token_list([f"token{i}" for i in range(n_tokens)])
     w.add_token_types([1] * n_tokens)
     for i, (rows, cols) in enumerate(shapes):
@@ -182,6 +225,7 @@ def test_big_sparse_file_missing_its_last_byte(tmp_path: Path) -> None:
 def split_model(tmp_path: Path) -> list[Path]:
     w = GGUFWriter(tmp_path / "model.gguf", "llama", split_max_tensors=2)
     w.add_name("split")
+    add_hparams(w, "llama")
     for i in range(4):
         w.add_tensor(f"blk.{i}.attn_q.weight", np.ones((4, 8), dtype=np.float32))
     w.write_header_to_file()
@@ -264,3 +308,36 @@ def test_fuzzed_files_raise_only_validation_errors(
         assert str(exc).startswith(f"{path}: ")
     else:
         assert isinstance(summary, GGUFSummary)
+
+
+# Loads a model the way the engine does, with no validator in front, and decodes one token.
+_LOAD_AND_DECODE = (
+    "import sys, llama_cpp\n"
+    "llm = llama_cpp.Llama(model_path=sys.argv[1], vocab_only=False, n_ctx=64, verbose=True)\n"
+    "llm.eval([llm.token_bos()])\n"
+    "print('decoded')\n"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["llama", "qwen3"])
+@pytest.mark.parametrize("case", [None, *ABORTING_HPARAMS])
+def test_aborting_hparams_kill_llama_cpp_and_are_refused(
+    tmp_path: Path, kind: Kind, case: str | None
+) -> None:
+    """The rule is not imaginary: llama.cpp itself aborts the process on these files (SIGABRT from a
+    GGML_ASSERT), and the validator refuses them first. case=None is the unchanged model, which loads."""
+    changes, problem = ABORTING_HPARAMS[case] if case else ({}, "")
+    path = with_hparams(tiny_model(kind), tmp_path / f"{kind}-{case}.gguf", changes)
+    r = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_DECODE, str(path)], capture_output=True, text=True, timeout=120
+    )
+    if case is None:
+        assert (r.returncode, r.stdout.strip()) == (0, "decoded"), r.stderr[-2000:]
+        assert validate_gguf(path).architecture == kind
+        return
+    assert r.returncode == -signal.SIGABRT, (r.returncode, r.stderr[-2000:])
+    assert "GGML_ASSERT" in r.stderr and "llama-model.cpp" in r.stderr, r.stderr[-2000:]
+    with pytest.raises(GGUFValidationError) as info:
+        validate_gguf(path)
+    assert f"{kind}.{problem}" in info.value.problem
