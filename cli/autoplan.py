@@ -26,6 +26,7 @@ from hermesd.models.hub import (
     verify_cached,
 )
 from hermesd.models.local_models import list_local_models
+from hermesd.runtime.gpu_access import GpuAccess, gpu_access, simulated_engine
 from hermesd.runtime.hardware import Hardware, HardwareProfileError, discover, load_profile
 from hermesd.runtime.planner import NoFit, Plan, PlanError, PlanRequest, Prefer, plan
 
@@ -58,6 +59,18 @@ def load_hardware(hardware_file: Path | None) -> Hardware:
         return load_profile(hardware_file)
     except HardwareProfileError as exc:
         raise UsageFailure(str(exc)) from exc
+
+
+def engine_access(hw: Hardware, *, real_engine: bool) -> GpuAccess | None:
+    """Which of `hw`'s GPUs the engine can use. `serve` and `doctor` always ask the engine this
+    process loads (`real_engine`), also for a --hardware profile; `plan` asks it for this machine and
+    takes a profile's `engine` section for a profile (None without one: its GPUs count as usable)."""
+    if real_engine or hw.source == "discovered":
+        from hermesd.runtime.engine.capabilities import probe_capabilities
+
+        return gpu_access(hw, probe_capabilities())
+    simulated = simulated_engine(hw)
+    return None if simulated is None else gpu_access(hw, simulated)
 
 
 def load_catalog_or_fail() -> Catalog:
@@ -147,16 +160,18 @@ def choose_model_for_serve(
     prefer: str,
     offline: bool,
     console: Console,
+    hardware: Hardware | None = None,
 ) -> tuple[Path, Plan]:
     """Plan, fetch if needed, and return (first shard to load, plan). Raises click.ClickException
     (exit 1 when nothing fits or the download fails, 2 for bad input) with a one-line reason.
 
     Pass ctx=None unless the user set a context: the planner then starts at 16384 and may lower it.
+    `hardware` (the machine as the engine can use it) replaces loading `hardware_file`.
     """
     from hermesd.cli.pull import RichDownloadProgress
 
     catalog = load_catalog_or_fail()
-    hw = load_hardware(hardware_file)
+    hw = hardware if hardware is not None else load_hardware(hardware_file)
     env = HubEnv.from_environ(offline=offline)
     options: dict[str, Any] = dict(ctx=ctx, parallel=parallel, kv_type=kv_type, prefer=prefer)
     chosen = make_plan(catalog, hw, env, variant=variant, quant=quant, **options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -11,12 +12,14 @@ from rich.table import Table
 
 from hermesd.cli.autoplan import (
     NothingFits,
+    engine_access,
     entry_of,
     load_catalog_or_fail,
     load_hardware,
     make_plan,
 )
 from hermesd.models.hub import HubEnv, cached_files, first_file
+from hermesd.runtime.gpu_access import GpuAccess
 from hermesd.runtime.hardware import Hardware, to_profile_json
 from hermesd.runtime.memory import GIB, KV_TYPES
 from hermesd.runtime.plan_verify import VerifyReport, verify_plan
@@ -58,7 +61,9 @@ def render_hardware(console: Console, hw: Hardware) -> None:
         console.print(f"[dim]{note}[/dim]")
 
 
-def render_plan(console: Console, p: Plan, verify: VerifyReport | None = None) -> None:
+def render_plan(
+    console: Console, p: Plan, verify: VerifyReport | None = None, access: GpuAccess | None = None
+) -> None:
     where = (
         "entirely on the GPUs"
         if p.full_offload
@@ -102,8 +107,9 @@ def render_plan(console: Console, p: Plan, verify: VerifyReport | None = None) -
         style="bold",
     )
     console.print(table)
+    split = access.tensor_split(p.tensor_split) if access is not None else p.tensor_split
     console.print(
-        f"llama.cpp: n_gpu_layers={p.n_gpu_layers} tensor_split={list(p.tensor_split) or '-'} "
+        f"llama.cpp: n_gpu_layers={p.n_gpu_layers} tensor_split={list(split) or '-'} "
         f"n_ctx={p.n_ctx} n_seq_max={p.parallel} flash_attn={p.flash_attn} type_k/v={p.kv_type}"
     )
     files = p.files[0] if len(p.files) == 1 else f"{p.files[0]} (+ {len(p.files) - 1} more parts)"
@@ -169,10 +175,18 @@ def plan_command(
         return
     catalog = load_catalog_or_fail()
     env = HubEnv.from_environ()
+    access = engine_access(hw, real_engine=False)
+    if access is not None and access.problems:
+        err = Console(stderr=True, soft_wrap=True)
+        if access.blocked:
+            err.print(f"[bold yellow]{access.banner()}[/bold yellow]")
+        for problem in access.problems:
+            if not access.blocked or problem.severity != "fail":
+                err.print(f"[yellow]GPUs:[/yellow] {problem.message}")
     try:
         p = make_plan(
             catalog,
-            hw,
+            access.planning_hardware() if access is not None else hw,
             env,
             variant=variant,
             quant=quant,
@@ -197,6 +211,8 @@ def plan_command(
             report = verify_plan(p, first_file(paths))
     if as_json:
         doc = plan_to_json(p)
+        if access is not None:
+            doc["engine"] = engine_json(access, p)
         if report is not None:
             doc["verify"] = [
                 {
@@ -211,4 +227,20 @@ def plan_command(
         click.echo(json.dumps(doc, indent=2))
         return
     render_hardware(console, hw)
-    render_plan(console, p, report)
+    render_plan(console, p, report, access)
+
+
+def engine_json(access: GpuAccess, p: Plan) -> dict[str, Any]:
+    """The engine the plan is for (an extra key of `plan --json`)."""
+    return {
+        "backends": list(access.engine.backends),
+        "gpu_offload": access.engine.gpu_offload,
+        "source": access.engine.source,
+        "usable_gpus": [m.gpu.index for m in access.usable],
+        "blocked": access.blocked,
+        "tensor_split": list(access.tensor_split(p.tensor_split)),
+        "problems": [
+            {"code": x.code, "severity": x.severity, "message": x.message, "fix": x.fix}
+            for x in access.problems
+        ],
+    }

@@ -19,7 +19,9 @@ from hermesd.runtime import sdnotify
 from hermesd.runtime.engine.fallback import load_with_fallback
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine, default_threads
+from hermesd.runtime.engine.load_report import OffloadError, check_offload
 from hermesd.runtime.engine.scheduler import ContextConfig
+from hermesd.runtime.gpu_access import GpuAccess
 from hermesd.server.settings import ConfigFileError, Settings, load_settings
 
 log = logging.getLogger("hermesd.serve")
@@ -81,10 +83,38 @@ def check_model_file(path: Path) -> tuple[Path, GGUFSummary]:
     return path, summary
 
 
-def gpu_offload_available() -> bool:
-    import llama_cpp.llama_cpp as ll
+def check_engine(settings: Settings) -> GpuAccess:
+    """What the engine this process loads can run on, against the GPUs NVML (or --hardware) sees.
+    Refuses (exit 2) GPU layers on a CPU-only build, and GPUs the engine cannot use unless
+    --allow-cpu; the engine's capabilities are recorded in the state dir for `hermesd doctor`."""
+    from hermesd.cli.autoplan import UsageFailure, engine_access, load_hardware
+    from hermesd.runtime.engine.capabilities import probe_capabilities, save_record
 
-    return bool(ll.llama_supports_gpu_offload())
+    caps = probe_capabilities()
+    save_record(settings.state_dir, caps)
+    log.info("engine: %s", caps.summary())
+    if "gpu_layers" in settings.model_fields_set and settings.gpu_layers > 0 and not caps.gpu_offload:
+        fail(
+            f"--gpu-layers {settings.gpu_layers} asks for layers on a GPU, but the installed llama.cpp has "
+            f"no GPU backend (backends: {', '.join(caps.backends)}): they would run on the CPU. Run "
+            "`hermesd setup-gpu` to build it with CUDA, or use --gpu-layers 0"
+        )
+    try:
+        access = engine_access(load_hardware(settings.hardware), real_engine=True)
+    except UsageFailure as exc:
+        fail(exc.format_message())
+    assert access is not None
+    if access.blocked and not settings.allow_cpu:
+        fail(access.refusal())
+    for problem in access.problems:
+        level = logging.INFO if problem.severity == "info" else logging.WARNING
+        log.log(level, "GPUs: %s%s", problem.message, f" Fix: {problem.fix}" if problem.fix else "")
+    if access.blocked:
+        log.warning(
+            "--allow-cpu: the engine cannot use the %d GPU(s) NVML sees; serving a plan sized for the CPU",
+            len(access.hardware.gpus),
+        )
+    return access
 
 
 def check_exposure(settings: Settings) -> None:
@@ -122,17 +152,21 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
         fail(f"invalid settings: {exc}")
     setup_logging(settings.log_level)
     check_exposure(settings)
+    access = check_engine(settings)
     if settings.model is None:
-        settings = settings_from_plan(settings)
+        settings = settings_from_plan(settings, access)
+    elif "tensor_split" not in settings.model_fields_set and access.tensor_split():
+        # some of the engine's GPUs cannot run this build: keep the layers off them
+        settings = settings.model_copy(update={"tensor_split": list(access.tensor_split())})
     assert settings.model is not None
     model_path, summary = check_model_file(settings.model.expanduser())
     log.info("settings: %s", settings.redacted())
     arch = summary.architecture or ""
     blocks = summary.kv.get(f"{arch}.block_count")
-    run_server(settings, model_path, int(blocks) if isinstance(blocks, int) else 0)
+    run_server(settings, model_path, int(blocks) if isinstance(blocks, int) else 0, access)
 
 
-def settings_from_plan(settings: Settings) -> Settings:
+def settings_from_plan(settings: Settings, access: GpuAccess) -> Settings:
     """No --model: plan for this machine, fetch the files (or use the cache), and apply the plan's
     placement, context and slots wherever the user did not set them explicitly."""
     from rich.console import Console
@@ -152,6 +186,7 @@ def settings_from_plan(settings: Settings) -> Settings:
             prefer=settings.prefer,
             offline=settings.offline,
             console=console,
+            hardware=access.planning_hardware(),
         )
     except click.ClickException as exc:
         fail(exc.format_message())
@@ -160,7 +195,7 @@ def settings_from_plan(settings: Settings) -> Settings:
         "ctx": plan.context,
         "parallel": plan.parallel,
         "gpu_layers": plan.n_gpu_layers,
-        "tensor_split": list(plan.tensor_split),
+        "tensor_split": list(access.tensor_split(plan.tensor_split)),
         "flash_attn": plan.flash_attn,
     }
     update.update({k: v for k, v in planned.items() if k not in explicit})
@@ -176,7 +211,7 @@ def settings_from_plan(settings: Settings) -> Settings:
     return settings.model_copy(update=update)
 
 
-def run_server(settings: Settings, model_path: Path, total_layers: int) -> None:
+def run_server(settings: Settings, model_path: Path, total_layers: int, access: GpuAccess) -> None:
     import uvicorn
 
     # The decode thread needs the GIL for a few microseconds between two llama_decode calls; with
@@ -222,13 +257,22 @@ def run_server(settings: Settings, model_path: Path, total_layers: int) -> None:
 
     def load_engine() -> LlamaCppEngine:
         def load(layers: int) -> LlamaCppEngine:
-            return LlamaCppEngine(replace(config, model=replace(config.model, gpu_layers=layers)))
+            engine = LlamaCppEngine(replace(config, model=replace(config.model, gpu_layers=layers)))
+            try:
+                for warning in check_offload(
+                    engine.load_report, requested_gpu_layers=layers, gpu_names=engine.gpu_names
+                ):
+                    log.warning("%s", warning)
+            except OffloadError:
+                engine.close()
+                raise
+            return engine
 
         return load_with_fallback(
             load,
             gpu_layers=config.model.gpu_layers,
             total_layers=total_layers,
-            gpu_available=gpu_offload_available(),
+            gpu_available=bool(access.usable),
         )
 
     app = create_app(settings, load_engine, on_ready=on_ready, on_load_error=on_load_error)

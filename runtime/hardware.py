@@ -92,6 +92,8 @@ class Gpu:
     compute_capability: str | None = None
     memory_bandwidth_gbps: float | None = None
     uuid: str | None = None
+    # "0000:01:00.0": how the GPU is matched to llama.cpp's devices (CUDA may number them otherwise)
+    pci_bus_id: str | None = None
 
     def bandwidth_gbps(self) -> float:
         """Measured or declared bandwidth, else a data-sheet figure by name, else a default."""
@@ -101,6 +103,17 @@ class Gpu:
             if pattern.lower() in self.name.lower():
                 return gbps
         return DEFAULT_GPU_BANDWIDTH_GBPS
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """A profile's optional `engine` section: the llama.cpp build the machine has, for
+    `plan --hardware` (without it the GPUs are assumed usable). `serve` and `doctor` always ask
+    the engine they really load."""
+
+    backends: tuple[str, ...]
+    gpu_offload: bool
+    cuda_archs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class Hardware:
     # "discovered" or "profile <path>": shown with the plan so nobody mistakes one for the other.
     source: str = "discovered"
     notes: tuple[str, ...] = field(default=())
+    engine: EngineSpec | None = None
 
     def ram_bandwidth(self) -> float:
         return self.ram_bandwidth_gbps or DEFAULT_RAM_BANDWIDTH_GBPS
@@ -166,6 +180,28 @@ def hardware_from_dict(data: Any, *, where: str = "profile", source: str = "prof
         driver_version=_str(data, "driver_version", where),
         cuda_version=_str(data, "cuda_version", where),
         source=source,
+        engine=_engine(data.get("engine"), f"{where}: engine"),
+    )
+
+
+def _engine(raw: Any, where: str) -> EngineSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise HardwareProfileError(f'{where}: expected an object such as {{"backends": ["CPU"]}}')
+    backends = raw.get("backends", ["CPU"])
+    archs = raw.get("cuda_archs", [])
+    for key, value in (("backends", backends), ("cuda_archs", archs)):
+        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+            raise HardwareProfileError(f"{where}.{key}: expected a list of strings")
+    offload = raw.get("gpu_offload")
+    if offload is not None and not isinstance(offload, bool):
+        raise HardwareProfileError(f"{where}.gpu_offload: expected true or false")
+    names = tuple(str(b) for b in backends)
+    return EngineSpec(
+        backends=names,
+        gpu_offload=offload if offload is not None else any(b.upper() != "CPU" for b in names),
+        cuda_archs=tuple(str(a).replace(".", "") for a in archs),
     )
 
 
@@ -191,6 +227,7 @@ def _gpu(raw: Any, i: int, where: str) -> Gpu:
         compute_capability=None if cc is None else str(cc),
         memory_bandwidth_gbps=_float(raw, "memory_bandwidth_gbps", where),
         uuid=_str(raw, "uuid", where),
+        pci_bus_id=_str(raw, "pci_bus_id", where),
     )
 
 
@@ -240,6 +277,7 @@ def to_profile_json(hw: Hardware) -> dict[str, Any]:
                 "compute_capability": g.compute_capability,
                 **({"memory_bandwidth_gbps": g.memory_bandwidth_gbps} if g.memory_bandwidth_gbps else {}),
                 **({"uuid": g.uuid} if g.uuid else {}),
+                **({"pci_bus_id": g.pci_bus_id} if g.pci_bus_id else {}),
             }
             for g in hw.gpus
         ],
@@ -255,6 +293,12 @@ def to_profile_json(hw: Hardware) -> dict[str, Any]:
         "cuda_version": hw.cuda_version,
     }
     out.update({k: v for k, v in optional.items() if v is not None})
+    if hw.engine is not None:
+        out["engine"] = {
+            "backends": list(hw.engine.backends),
+            "gpu_offload": hw.engine.gpu_offload,
+            **({"cuda_archs": list(hw.engine.cuda_archs)} if hw.engine.cuda_archs else {}),
+        }
     return out
 
 
@@ -342,6 +386,7 @@ def _read_gpu(nvml: Any, index: int) -> Gpu:
         compute_capability=cc,
         memory_bandwidth_gbps=_bandwidth(nvml, handle),
         uuid=_optional(lambda: _text(nvml.nvmlDeviceGetUUID(handle))),
+        pci_bus_id=_optional(lambda: _text(nvml.nvmlDeviceGetPciInfo(handle).busId)),
     )
 
 

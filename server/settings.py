@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     quant: str | None = Field(None, description="quantization to plan for (e.g. Q4_K_M)")
     prefer: Literal["quality", "speed"] = Field("quality", description="what the planner optimises")
     offline: bool = Field(False, description="never contact the Hugging Face hub")
+    # Without it, serve refuses to start when NVML sees GPUs that the installed llama.cpp cannot use
+    # (a CPU-only build): a plan for the GPUs run from RAM is a fraction of the speed, or an OOM kill.
+    allow_cpu: bool = Field(
+        False, description="serve a CPU-sized plan even though the engine cannot use this machine's GPUs"
+    )
 
     # -- llama.cpp
     ctx: int = Field(8192, ge=256, le=1 << 20, description="context tokens per sequence")

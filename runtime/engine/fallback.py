@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from hermesd.runtime.engine.load_report import OffloadError
 from hermesd.runtime.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ def load_with_fallback(
 ) -> T:
     try:
         return load(gpu_layers)
+    except OffloadError:
+        raise  # layers that should be on a GPU landed on the CPU: fewer layers would not fix it
     except ModelLoadError as first:
         if not gpu_available or gpu_layers == 0 or total_layers <= 0:
             raise

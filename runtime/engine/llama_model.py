@@ -9,11 +9,14 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import llama_cpp.llama_cpp as ll
 
+from hermesd.runtime.engine.capabilities import use_pci_bus_order
 from hermesd.runtime.errors import AdapterError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -22,6 +25,9 @@ _backend_lock = threading.Lock()
 _backend_ready = False
 _GGML_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.WARNING, 4: logging.ERROR}
 _log_callback = None  # kept alive: llama.cpp holds a raw pointer to it
+# While a load runs, llama.cpp's log lines are also collected here (runtime/engine/load_report.py
+# reads the placement from them); one load at a time per process.
+_captured: list[str] | None = None
 
 
 def init_backend() -> None:
@@ -30,6 +36,7 @@ def init_backend() -> None:
     with _backend_lock:
         if _backend_ready:
             return
+        use_pci_bus_order()
         ll.llama_backend_init()
         llama_log = logging.getLogger("hermesd.llama_cpp")
 
@@ -38,12 +45,27 @@ def init_backend() -> None:
             message = text.decode("utf-8", "replace").rstrip()
             if not message:
                 return
+            if _captured is not None:
+                _captured.append(message)
             # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation of the previous line
             llama_log.log(_GGML_LEVELS.get(level, logging.DEBUG), "%s", message)
 
         _log_callback = _forward
         ll.llama_log_set(_forward, ctypes.c_void_p(0))
         _backend_ready = True
+
+
+@contextmanager
+def capture_log() -> Iterator[list[str]]:
+    """Collect llama.cpp's log lines (all levels) while the block runs."""
+    global _captured
+    init_backend()
+    lines: list[str] = []
+    _captured = lines
+    try:
+        yield lines
+    finally:
+        _captured = None
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig
+from hermesd.runtime.engine.capabilities import probe_capabilities
+from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig, capture_log
+from hermesd.runtime.engine.load_report import describe, parse_load_log
 from hermesd.runtime.engine.protocol import (
     EngineEvent,
     EngineStats,
@@ -99,13 +101,21 @@ class LlamaCppEngine:
         self._outbox: list[tuple[asyncio.Queue[EngineEvent], EngineEvent]] = []
         self._wake_pending = False
         self.config = config
-        self.model = LlamaModel(config.model)
-        try:
-            self.scheduler = Scheduler(self.model, config.context, flush=self._flush)
-        except Exception:
-            self.model.close()
-            raise
-        self._info = self._build_info()
+        caps = probe_capabilities()
+        with capture_log() as lines:
+            self.model = LlamaModel(config.model)
+            try:
+                self.scheduler = Scheduler(self.model, config.context, flush=self._flush)
+            except Exception:
+                self.model.close()
+                raise
+        names = [d.name for d in caps.devices]
+        self.load_report = parse_load_log(lines, names)
+        self.gpu_names = tuple(d.name for d in caps.gpu_devices)
+        kinds = {d.name: d.kind for d in caps.devices}
+        self._info = replace(
+            self._build_info(), backends=caps.backends, devices=self.load_report.devices(kinds)
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         log.info(
             "model %s loaded in %.1f s (%d slots x %d tokens)",
@@ -114,6 +124,7 @@ class LlamaCppEngine:
             config.context.parallel,
             self.scheduler.n_ctx_seq,
         )
+        log.info("%s", describe(self.load_report, caps.backends))
 
     def _build_info(self) -> ModelInfo:
         meta = self.model.metadata

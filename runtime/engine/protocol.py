@@ -87,6 +87,18 @@ EngineEvent = TextEvent | FinishEvent
 
 
 @dataclass(frozen=True)
+class DeviceUse:
+    """What one device holds after the load, as llama.cpp reported it (runtime/engine/load_report.py)."""
+
+    name: str  # "CPU", "CUDA0", ...
+    kind: str  # "cpu" | "gpu"
+    layers: int
+    model_bytes: int = 0
+    kv_bytes: int = 0
+    compute_bytes: int = 0
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     path: str
     architecture: str
@@ -98,6 +110,8 @@ class ModelInfo:
     eos_token: str
     chat_template: str | None
     metadata: dict[str, str]
+    backends: tuple[str, ...] = ()  # the llama.cpp build's backends ("CPU", "CUDA")
+    devices: tuple[DeviceUse, ...] = ()  # layers and memory per device
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from hermesd.runtime.engine.protocol import Engine
+from hermesd.runtime.engine.protocol import Engine, ModelInfo
 from hermesd.server.routes.deps import serving
 from hermesd.server.state import Serving
 
@@ -37,6 +37,27 @@ class EngineCollector:
         for reason, n in sorted(s.finished.items()):
             finished.add_metric([reason], n)
         yield finished
+        yield from device_metrics(self.engine.info)
+
+
+def device_metrics(info: ModelInfo) -> Iterator[Metric]:
+    """Where the model runs, from llama.cpp's account of the load: backends, layers and memory per device."""
+    backends = GaugeMetricFamily(
+        "hermesd_engine_backend", "llama.cpp backends of this build", labels=["backend"]
+    )
+    for name in info.backends:
+        backends.add_metric([name], 1)
+    yield backends
+    layers = GaugeMetricFamily("hermesd_device_layers", "model layers per device", labels=["device", "kind"])
+    memory = GaugeMetricFamily(
+        "hermesd_device_memory_bytes", "memory per device and buffer", labels=["device", "kind", "buffer"]
+    )
+    for d in info.devices:
+        layers.add_metric([d.name, d.kind], d.layers)
+        for buffer, n in (("model", d.model_bytes), ("kv", d.kv_bytes), ("compute", d.compute_bytes)):
+            memory.add_metric([d.name, d.kind, buffer], n)
+    yield layers
+    yield memory
 
 
 @router.get("/metrics")
