@@ -8,12 +8,16 @@ Verified against public text (see /work/shared/reference/hermes4.md, section 3, 
 - The 70B rewrite of earlier assistant turns with thinking on and ``keep_cots`` off:
   ``'<think> </think>' + content.split('</think>', 1)[1]``, compared in the tests with that fragment.
 - A HF-tokenizer assertion of the full 14B prompt for one user message with thinking off.
+- The opening of the 70B/405B template's two branches, from a diagnosis that quotes it: the tools
+  branch opens the system turn with ``bos_token + '<|start_header_id|>system<|end_header_id|>\\n'`` (one
+  newline), the plain branch with the same header and two newlines. The tests render both with Jinja.
 
 Assumed (the official templates were not found in full; each choice is the one that matches the
 evidence or the base model's own convention):
 - Llama-3 turns are ``<|start_header_id|>role<|end_header_id|>\\n\\n...<|eot_id|>`` after the BOS, the
-  system turn included (the 70B template's tools branch may use one newline; not seen in full).
-- Seed (4.3-36B) uses the same headers after the Seed BOS (``<seed:bos>`` unless told otherwise).
+  system turn included (but see the tools branch above).
+- Seed (4.3-36B) uses the same headers after the Seed BOS (``<seed:bos>`` unless told otherwise), with
+  two newlines in both branches: its official template was not seen, and it is another model's.
 - The tools block is the one the community 4.3-36B template uses (``# Tools`` ... ``<tools>``, one JSON
   definition per line in OpenAI's ``{"type": "function", "function": {...}}`` shape, then the
   ``<tool_call>`` instructions), appended to the system text after a blank line.
@@ -84,13 +88,25 @@ class _Turns:
 
     header: str  # format string with {role}
     end: str
+    # The system turn's opening when the prompt lists tools, where the official template differs.
+    tools_system: str | None = None
 
     def open(self, role: str) -> str:
         return self.header.format(role=role)
 
+    def open_system(self, *, tools: bool) -> str:
+        if tools and self.tools_system is not None:
+            return self.tools_system
+        return self.open("system")
+
 
 _CHATML = _Turns(header="<|im_start|>{role}\n", end="<|im_end|>\n")
-_LLAMA3 = _Turns(header="<|start_header_id|>{role}<|end_header_id|>\n\n", end="<|eot_id|>")
+_LLAMA3 = _Turns(
+    header="<|start_header_id|>{role}<|end_header_id|>\n\n",
+    end="<|eot_id|>",
+    tools_system="<|start_header_id|>system<|end_header_id|>\n",
+)
+_SEED = _Turns(header=_LLAMA3.header, end=_LLAMA3.end)
 
 
 def render_hermes(
@@ -107,7 +123,7 @@ def render_hermes(
     elif style == "llama3":
         turns, bos = _LLAMA3, bos_token or LLAMA3_BOS
     elif style == "seed":
-        turns, bos = _LLAMA3, bos_token or SEED_BOS
+        turns, bos = _SEED, bos_token or SEED_BOS
     else:
         raise ValueError(f"unknown Hermes prompt style {style!r}")
 
@@ -116,7 +132,7 @@ def render_hermes(
     if tools:
         system = f"{system}\n\n{tools_block(tools)}"
     rest_start = 1 if caller_system is not None else 0
-    text = bos + turns.open("system") + system + turns.end
+    text = bos + turns.open_system(tools=bool(tools)) + system + turns.end
     text += _render_turns(messages, rest_start, options, turns, rewrite_cots=options.thinking)
     return RenderedPrompt(text=text, opened_think=False)
 

@@ -223,6 +223,7 @@ CHATML_CASES = [
 
 _B = "<|begin_of_text|>"
 _LSYS = "<|start_header_id|>system<|end_header_id|>\n\n"
+_LSYS_TOOLS = "<|start_header_id|>system<|end_header_id|>\n"  # the official 70B tools branch: one newline
 _LUSER = "<|start_header_id|>user<|end_header_id|>\n\n"
 _LASS = "<|start_header_id|>assistant<|end_header_id|>\n\n"
 _EOT = "<|eot_id|>"
@@ -274,14 +275,14 @@ LLAMA3_CASES = [
         "llama3",
         WEATHER_Q,
         TOOLS_ON,
-        f"{_B}{_LSYS}{T}\n\n{TOOLS_TEXT}{_EOT}{_LUSER}Weather in Paris?{_EOT}{_LASS}",
+        f"{_B}{_LSYS_TOOLS}{T}\n\n{TOOLS_TEXT}{_EOT}{_LUSER}Weather in Paris?{_EOT}{_LASS}",
     ),
     RenderCase(
         "tool calls and grouped responses",
         "llama3",
         TOOL_ROUND,
         TOOLS_OFF,
-        f"{_B}{_LSYS}{S}\n\n{TOOLS_TEXT}{_EOT}{_LUSER}Paris and Oslo?{_EOT}"
+        f"{_B}{_LSYS_TOOLS}{S}\n\n{TOOLS_TEXT}{_EOT}{_LUSER}Paris and Oslo?{_EOT}"
         f"{_LASS}{CALL_PARIS}\n{CALL_OSLO}{_EOT}"
         f"{_LUSER}<tool_response>\n18C\n</tool_response>\n<tool_response>\n9C\n</tool_response>{_EOT}{_LASS}",
     ),

@@ -1,8 +1,9 @@
 """Our renderer against the only verbatim Hermes 4 template text found (see tests/unit/data/README.md).
 
-Sources, both secondary: hermes4_14b_system.jinja is the opening of the Hermes-4-14B GGUF template as
-dumped by llama-server's /props; hermes4_70b_cot_strip.jinja is the Hermes-4-70B chat_template.jinja
-block quoted in a public diagnosis of LM Studio's "+ on undefined values" error.
+Sources, all secondary: hermes4_14b_system.jinja is the opening of the Hermes-4-14B GGUF template as
+dumped by llama-server's /props; hermes4_70b_cot_strip.jinja and hermes4_70b_system_open.jinja are
+Hermes-4-70B chat_template.jinja lines quoted in a public diagnosis of LM Studio's "+ on undefined
+values" error.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from hermesd.models.chat import ChatOptions, Message
-from hermesd.models.formats.hermes import THINKING_PROMPT, Style, render_hermes, strip_prior_cot
+from hermesd.models.formats.hermes import LLAMA3_BOS, THINKING_PROMPT, Style, render_hermes, strip_prior_cot
 from hermesd.models.formats.prompt import message_dicts
 from hermesd.models.formats.template import render_gguf_template
 
 DATA = Path(__file__).parent / "data"
 SYSTEM_14B = (DATA / "hermes4_14b_system.jinja").read_text()
 COT_STRIP_70B = (DATA / "hermes4_70b_cot_strip.jinja").read_text()
+SYSTEM_OPEN_70B = (DATA / "hermes4_70b_system_open.jinja").read_text()
 
 _ENV = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
@@ -55,6 +57,26 @@ def test_14b_fragment_through_our_sandbox_gives_the_same_bytes() -> None:
         assert via_sandbox == _ENV.from_string(SYSTEM_14B).render(
             messages=message_dicts(messages), thinking=thinking
         )
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("chat", sorted(CHATS))
+@pytest.mark.parametrize("thinking", [False, True])
+@pytest.mark.parametrize("tools", [(), (WEATHER,)], ids=["plain", "tools"])
+def test_70b_system_turn_opens_as_the_official_branches_do(
+    chat: str, thinking: bool, tools: tuple[dict[str, object], ...]
+) -> None:
+    messages = CHATS[chat]
+    options = ChatOptions(thinking=thinking, tools=tools)
+    official = render_gguf_template(
+        SYSTEM_OPEN_70B, messages, options, bos_token=LLAMA3_BOS, eos_token="<|eot_id|>"
+    ).text
+    assert official.count("\n") == (1 if tools else 2)
+    ours = render_hermes(messages, options, "llama3").text
+    assert ours.startswith(official)
+    assert ours[len(official)] != "\n"  # the system text follows at once: no extra newline
 
 
 def _strip_official(content: str, *, thinking: bool, keep_cots: bool) -> str:
