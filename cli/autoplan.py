@@ -14,6 +14,7 @@ from typing import Any, cast
 import click
 from rich.console import Console
 
+from hermesd.cli.download_progress import RichDownloadProgress
 from hermesd.models.catalog import Catalog, CatalogError, QuantEntry, WeightLayout, load_catalog
 from hermesd.models.gguf_info import GgufError, read_gguf_info
 from hermesd.models.hub import (
@@ -168,8 +169,6 @@ def choose_model_for_serve(
     Pass ctx=None unless the user set a context: the planner then starts at 16384 and may lower it.
     `hardware` (the machine as the engine can use it) replaces loading `hardware_file`.
     """
-    from hermesd.cli.pull import RichDownloadProgress
-
     catalog = load_catalog_or_fail()
     hw = hardware if hardware is not None else load_hardware(hardware_file)
     env = HubEnv.from_environ(offline=offline)

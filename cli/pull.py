@@ -3,19 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from hermesd.cli.autoplan import (
     UsageFailure,
@@ -24,42 +14,10 @@ from hermesd.cli.autoplan import (
     load_hardware,
     make_plan,
 )
+from hermesd.cli.download_progress import RichDownloadProgress
 from hermesd.models.catalog import CatalogError, parse_model_ref
 from hermesd.models.hub import HubEnv, first_file
 from hermesd.runtime.memory import KV_TYPES
-
-
-class RichDownloadProgress:
-    """hermesd.models.hub.DownloadProgress drawn with rich (on stderr, so --json stays clean)."""
-
-    def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}", justify="left"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-
-    def __enter__(self) -> RichDownloadProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def start(self, label: str, total: int | None, done: int = 0) -> TaskID:
-        return self.progress.add_task(label, total=total, completed=done)
-
-    def advance(self, task: Any, n: int) -> None:
-        self.progress.advance(task, n)
-
-    def finish(self, task: Any) -> None:
-        total = self.progress.tasks[task].total if task in self.progress.task_ids else None
-        if total is not None:
-            self.progress.update(task, completed=total)
 
 
 @click.command("pull")
