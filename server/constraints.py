@@ -11,14 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hermesd.models.formats.errors import PromptError
-from hermesd.models.formats.grammars import (
-    THINK_CLOSE,
-    after_reasoning,
-    json_object_grammar,
-    schema_grammar,
-    tool_call_grammar,
-)
+from hermesd.models.formats.grammars import THINK_CLOSE, after_reasoning
 from hermesd.models.formats.prompt import validate_tools
+from hermesd.runtime.engine.grammars import json_object_grammar, schema_grammar, tool_call_grammar
 from hermesd.server.errors import invalid
 from hermesd.server.protocol.chat import ChatCompletionRequest
 

@@ -1,11 +1,11 @@
-"""llama.cpp grammars (GBNF) that constrain generation: forced tool calls and JSON output.
+"""GBNF grammar text that constrains generation: forced tool calls and JSON output (pure text).
 
-Built from JSON schemas with llama-cpp-python's schema converter. The converter silently ignores
-keywords it cannot express, which would let output that breaks the schema through; so schemas are
-walked first and any such keyword is refused with the JSON pointer where it stands.
-
-With reasoning on, the constraint must apply to the answer only: `after_reasoning()` wraps a grammar
-so that it starts at `</think>`, and the engine runs it lazily, triggered by that tag.
+JSON schemas become GBNF in the engine (runtime/engine/grammars.py, with llama.cpp's converter); this
+module holds what needs no converter: the check that refuses schema keywords the converter cannot
+enforce (it silently ignores them, which would let output that breaks the schema through), the
+assembly of per-tool grammars into one tool-call grammar, and `after_reasoning()`, which wraps a
+grammar so that, with reasoning on, it starts at `</think>` (the engine runs it lazily, triggered by
+that tag) and the constraint applies to the answer only.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-from llama_cpp.llama_grammar import json_schema_to_gbnf
 
 from hermesd.models.formats.errors import PromptError
 
@@ -63,8 +61,6 @@ _SCHEMA_CHILDREN = (
     "definitions",
 )
 _MAX_SCHEMA_BYTES = 64 * 1024
-_LOOSE_CHAR = 'char ::= [^"\\\\] |'
-_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
 
 
 def check_schema(schema: Any, param: str) -> None:
@@ -97,16 +93,6 @@ def check_schema(schema: Any, param: str) -> None:
     walk(schema, "")
 
 
-def schema_grammar(schema: Mapping[str, Any] | bool, param: str) -> str:
-    check_schema(schema, param)
-    try:
-        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
-    except Exception as exc:  # the converter raises many kinds of errors for bad schemas
-        raise PromptError(f"{param}: cannot build a grammar from this schema: {exc}", param) from exc
-    # JSON forbids raw control characters inside strings; this converter's `char` rule allows them
-    return grammar.replace(_LOOSE_CHAR, _STRICT_CHAR)
-
-
 _LITERAL = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]')
 
 
@@ -128,44 +114,37 @@ def _rename_root(grammar: str, prefix: str) -> str:
     return "".join(out)
 
 
-def tool_call_grammar(
-    tools: Sequence[Mapping[str, Any]], *, only: str | None = None, parallel: bool = True
-) -> str:
-    """A grammar whose every sentence is one (or, with `parallel`, several) Hermes tool calls:
-    `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, with arguments that follow
-    the function's parameter schema."""
-    variants = []
+def tool_call_schemas(
+    tools: Sequence[Mapping[str, Any]], only: str | None = None
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """(request field, schema) of each tool a forced call may use: the call's JSON object
+    `{"name": ..., "arguments": {...}}` with arguments that follow the function's parameter schema."""
+    schemas = []
     for i, tool in enumerate(tools):
         fn = tool["function"]
         if only is not None and fn["name"] != only:
             continue
         params = fn.get("parameters") or {"type": "object"}
-        variants.append(
-            (
-                i,
-                {
-                    "type": "object",
-                    "properties": {"name": {"const": fn["name"]}, "arguments": params},
-                    "required": ["name", "arguments"],
-                },
-            )
-        )
-    if not variants:
+        schema = {
+            "type": "object",
+            "properties": {"name": {"const": fn["name"]}, "arguments": params},
+            "required": ["name", "arguments"],
+        }
+        schemas.append((f"tools[{i}].function.parameters", schema))
+    if not schemas:
         raise PromptError(f"tool_choice names the function {only!r}, which is not in tools", "tool_choice")
-    parts = []
-    alts = []
-    for i, schema in variants:
-        g = _rename_root(schema_grammar(schema, f"tools[{i}].function.parameters"), f"t{i}")
-        parts.append(g)
-        alts.append(f"t{i}-root")
+    return schemas
+
+
+def join_tool_calls(call_grammars: Sequence[str], *, parallel: bool = True) -> str:
+    """A grammar whose every sentence is one (or, with `parallel`, several) Hermes tool calls:
+    `<tool_call>\\n{...}\\n</tool_call>`, the JSON inside following one of `call_grammars`."""
+    parts = [_rename_root(g, f"t{i}") for i, g in enumerate(call_grammars)]
+    alts = " | ".join(f"t{i}-root" for i in range(len(parts)))
     body = "\n".join(parts)
-    call = 'call ::= "<tool_call>\\n" (' + " | ".join(alts) + ') "\\n</tool_call>"'
+    call = 'call ::= "<tool_call>\\n" (' + alts + ') "\\n</tool_call>"'
     root = 'root ::= call ("\\n" call)*' if parallel else "root ::= call"
     return f"{root}\n{call}\n{body}\n"
-
-
-def json_object_grammar() -> str:
-    return schema_grammar({"type": "object"}, "response_format")
 
 
 def after_reasoning(grammar: str) -> str:

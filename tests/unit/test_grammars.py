@@ -1,59 +1,55 @@
-"""Grammars for forced tool calls and JSON output: llama.cpp's own parser accepts every one, and
-schemas with keywords the grammar cannot enforce are refused with the keyword and its place."""
+"""Grammar text for forced tool calls and JSON output (pure): schemas with keywords the grammar
+cannot enforce are refused with the keyword and its place, and per-tool grammars combine into one
+without renaming what sits inside string literals. tests/engine/test_grammar_constrains.py checks
+that llama.cpp parses the grammars and that they really constrain generation."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from llama_cpp.llama_grammar import LlamaGrammar
 
 from hermesd.models.formats.errors import PromptError
 from hermesd.models.formats.grammars import (
     after_reasoning,
-    json_object_grammar,
-    schema_grammar,
-    tool_call_grammar,
+    check_schema,
+    join_tool_calls,
+    tool_call_schemas,
 )
 from tests.fixtures.behaviours import WEATHER_TOOL
 
-OTHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-            "required": ["a", "b"],
-        },
-    },
-}
+# a grammar whose literals and character classes spell its own rule names
+ECHO = 'root ::= "root" ws "\\"ws\\"" [root]\nws ::= [ ws]*\n'
 
 
-@pytest.mark.parametrize(
-    "grammar",
-    [
-        tool_call_grammar([WEATHER_TOOL]),
-        tool_call_grammar([WEATHER_TOOL, OTHER_TOOL], parallel=False),
-        tool_call_grammar([WEATHER_TOOL, OTHER_TOOL], only="add"),
-        json_object_grammar(),
-        after_reasoning(tool_call_grammar([WEATHER_TOOL])),
-        after_reasoning(json_object_grammar()),
-        schema_grammar({"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}, "s"),
-    ],
-    ids=["one-tool", "two-tools-single", "named", "json-object", "lazy-tool", "lazy-json", "enum-array"],
-)
-def test_llama_cpp_parses_the_grammar(grammar: str) -> None:
-    assert LlamaGrammar.from_string(grammar, verbose=False) is not None
+def test_joined_calls_rename_rules_but_not_literals() -> None:
+    g = join_tool_calls([ECHO, ECHO], parallel=False)
+    assert g.splitlines()[:2] == [
+        "root ::= call",
+        'call ::= "<tool_call>\\n" (t0-root | t1-root) "\\n</tool_call>"',
+    ]
+    for prefix in ("t0", "t1"):
+        assert f'{prefix}-root ::= "root" {prefix}-ws "\\"ws\\"" [root]' in g
+        assert f"{prefix}-ws ::= [ ws]*" in g
+    assert join_tool_calls([ECHO]).startswith('root ::= call ("\\n" call)*\n')
 
 
-def test_tool_grammar_keeps_string_literals_intact() -> None:
-    g = tool_call_grammar([WEATHER_TOOL])
-    assert '"<tool_call>\\n"' in g and '"\\"arguments\\""' in g and '"\\"get_weather\\""' in g
+def test_after_reasoning_starts_at_the_close_tag() -> None:
+    g = after_reasoning(ECHO)
+    assert g.splitlines()[0] == 'root ::= "</think>" [ \\n]* a-root'
+    assert 'a-root ::= "root" a-ws "\\"ws\\"" [root]' in g
 
 
-def test_strings_may_not_hold_control_characters() -> None:
-    assert "\\x00-\\x1F" in schema_grammar({"type": "string"}, "s")
+def test_each_tool_call_is_an_object_with_the_name_and_the_arguments() -> None:
+    other = {"type": "function", "function": {"name": "now"}}
+    schemas = tool_call_schemas([WEATHER_TOOL, other])
+    assert [param for param, _ in schemas] == ["tools[0].function.parameters", "tools[1].function.parameters"]
+    assert schemas[0][1]["properties"] == {
+        "name": {"const": "get_weather"},
+        "arguments": WEATHER_TOOL["function"]["parameters"],
+    }
+    assert schemas[1][1]["properties"]["arguments"] == {"type": "object"}  # no parameters: any object
+    assert tool_call_schemas([WEATHER_TOOL, other], only="now") == [schemas[1]]
 
 
 @pytest.mark.parametrize(
@@ -68,15 +64,26 @@ def test_strings_may_not_hold_control_characters() -> None:
 )
 def test_unsupported_keywords_are_named(schema: dict[str, Any], keyword: str) -> None:
     with pytest.raises(PromptError, match=f"'{keyword}'") as err:
-        schema_grammar(schema, "response_format.json_schema.schema")
+        check_schema(schema, "response_format.json_schema.schema")
     assert err.value.param == "response_format.json_schema.schema"
+
+
+def test_supported_schemas_pass() -> None:
+    check_schema({"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}, "s")
+    check_schema({"$defs": {"x": {"type": "string"}}, "$ref": "#/$defs/x"}, "s")
 
 
 def test_remote_refs_are_refused() -> None:
     with pytest.raises(PromptError, match="only local"):
-        schema_grammar({"$ref": "https://example.com/s.json"}, "s")
+        check_schema({"$ref": "https://example.com/s.json"}, "s")
+
+
+def test_huge_schemas_are_refused() -> None:
+    with pytest.raises(PromptError, match="larger than"):
+        check_schema({"enum": ["x" * 1000] * 100}, "s")
 
 
 def test_named_tool_must_exist() -> None:
-    with pytest.raises(PromptError, match="not in tools"):
-        tool_call_grammar([WEATHER_TOOL], only="nope")
+    with pytest.raises(PromptError, match="not in tools") as err:
+        tool_call_schemas([WEATHER_TOOL], only="nope")
+    assert err.value.param == "tool_choice"
