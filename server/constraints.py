@@ -1,18 +1,20 @@
 """What a chat request asks of tools and output shape: tool_choice, parallel calls, response_format.
 
 Turns the OpenAI fields into: the tools to render, the tool names to parse out of the output, and
-the grammar (if any) that forces a call or a JSON answer. With reasoning on, the grammar is made
-lazy: it starts at `</think>`, so the reasoning itself stays free text.
+the grammar (if any) that forces a call or a JSON answer. When the output may begin with reasoning
+(the request's `Reasoning` says so), the grammar is made lazy: it starts at the close tag, so the
+reasoning itself stays free text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hermesd.models.formats.errors import PromptError
-from hermesd.models.formats.grammars import THINK_CLOSE, after_reasoning
+from hermesd.models.formats.grammars import after_reasoning
 from hermesd.models.formats.prompt import validate_tools
+from hermesd.models.formats.reasoning import Reasoning
 from hermesd.runtime.engine.grammars import json_object_grammar, schema_grammar, tool_call_grammar
 from hermesd.server.errors import invalid
 from hermesd.server.protocol.chat import ChatCompletionRequest
@@ -25,6 +27,14 @@ class Constraints:
     single_call: bool = False
     grammar: str | None = None
     grammar_trigger: str | None = None
+
+    def after_reasoning(self, reasoning: Reasoning) -> Constraints:
+        """These constraints for an output that may begin with reasoning: the grammar starts at
+        `reasoning.constraint_trigger` (the close tag), or at once when there is none."""
+        trigger = reasoning.constraint_trigger
+        if self.grammar is None or trigger is None:
+            return self
+        return replace(self, grammar=after_reasoning(self.grammar), grammar_trigger=trigger)
 
 
 def _tool_choice(value: str | dict[str, Any] | None, has_tools: bool) -> tuple[str, str | None]:
@@ -69,7 +79,8 @@ def _response_format_grammar(fmt: dict[str, Any] | None) -> str | None:
     )
 
 
-def resolve_constraints(req: ChatCompletionRequest, *, thinking: bool, max_tools: int) -> Constraints:
+def resolve_constraints(req: ChatCompletionRequest, *, max_tools: int) -> Constraints:
+    """The request's constraints, the grammar applying from the start (see `after_reasoning`)."""
     try:
         tools = validate_tools(req.tools) if req.tools else ()
     except PromptError as exc:
@@ -94,13 +105,9 @@ def resolve_constraints(req: ChatCompletionRequest, *, thinking: bool, max_tools
                 "response_format cannot be combined with a forced tool_choice", param="response_format"
             )
         grammar = json_grammar
-    trigger = None
-    if grammar is not None and thinking:
-        grammar, trigger = after_reasoning(grammar), THINK_CLOSE
     return Constraints(
         tools=tools if mode != "none" else (),
         parse_tools=names if mode != "none" and tools else None,
         single_call=not parallel,
         grammar=grammar,
-        grammar_trigger=trigger,
     )

@@ -7,23 +7,15 @@ the request is refused rather than one silently winning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from hermesd.models.formats.reasoning import Reasoning
 from hermesd.server.errors import invalid
 from hermesd.server.protocol.chat import ChatCompletionRequest
 
 
-@dataclass(frozen=True)
-class ReasoningChoice:
-    thinking: bool
-    keep_cots: bool
-    budget: int | None
-    inline: bool
-
-
 def resolve_reasoning(
     req: ChatCompletionRequest, *, default_think: bool, default_budget: int | None
-) -> ReasoningChoice:
+) -> Reasoning:
+    """The request's `Reasoning`, as far as the request decides it (the prompt adds the rest)."""
     votes: list[tuple[str, bool]] = []
     if req.think is not None:
         votes.append(("think", req.think is not False))
@@ -57,5 +49,5 @@ def resolve_reasoning(
     ]
     budget = min(budgets) if budgets else default_budget
     keep_cots = bool(kwargs.keep_cots) if kwargs is not None and kwargs.keep_cots is not None else False
-    inline = req.reasoning_format in ("inline", "none")
-    return ReasoningChoice(thinking=thinking, keep_cots=keep_cots, budget=budget, inline=inline)
+    separate = req.reasoning_format not in ("inline", "none")
+    return Reasoning(thinking=thinking, keep_cots=keep_cots, budget=budget, separate=separate)

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from hermesd.models.chat import ChatOptions, Message, ToolCall
@@ -20,18 +20,13 @@ from hermesd.models.formats.deltas import Delta, OutputEvent, ToolCallEvent
 from hermesd.models.formats.detect import render_chat
 from hermesd.models.formats.output import OutputParser
 from hermesd.models.formats.prompt import RenderedPrompt
-from hermesd.runtime.engine.protocol import (
-    Engine,
-    GenerationRequest,
-    ReasoningControl,
-    RequestStream,
-)
+from hermesd.runtime.engine.protocol import Engine, GenerationRequest, RequestStream
 from hermesd.server import request_log
 from hermesd.server.constraints import Constraints, resolve_constraints
 from hermesd.server.errors import invalid
 from hermesd.server.model_registry import ModelRegistry, ResolvedModel
 from hermesd.server.protocol.chat import ChatCompletionRequest, ChatMessageIn
-from hermesd.server.reasoning_controls import ReasoningChoice, resolve_reasoning
+from hermesd.server.reasoning_controls import resolve_reasoning
 from hermesd.server.serving_common import (
     Outcome,
     check_unsupported,
@@ -80,9 +75,8 @@ def to_messages(items: list[ChatMessageIn]) -> list[Message]:
 @dataclass(frozen=True)
 class Prepared:
     model: ResolvedModel
-    gen: GenerationRequest
+    gen: GenerationRequest  # gen.reasoning: the request's one `Reasoning`, shared with the engine
     rendered: RenderedPrompt
-    choice: ReasoningChoice
     constraints: Constraints
 
 
@@ -144,10 +138,10 @@ class ChatServing:
         max_tokens = req.max_completion_tokens or req.max_tokens
         if max_tokens is not None and max_tokens > s.max_tokens_limit:
             raise invalid(f"max_tokens: at most {s.max_tokens_limit}", param="max_tokens")
-        choice = resolve_reasoning(req, default_think=s.think, default_budget=s.reasoning_budget)
+        asked = resolve_reasoning(req, default_think=s.think, default_budget=s.reasoning_budget)
         messages = to_messages(req.messages)
-        constraints = resolve_constraints(req, thinking=choice.thinking, max_tools=s.max_tools)
-        options = ChatOptions(thinking=choice.thinking, keep_cots=choice.keep_cots, tools=constraints.tools)
+        constraints = resolve_constraints(req, max_tools=s.max_tools)
+        options = ChatOptions(thinking=asked.thinking, keep_cots=asked.keep_cots, tools=constraints.tools)
         fmt = self.format
         rendered = await asyncio.to_thread(
             render_chat,
@@ -158,6 +152,8 @@ class ChatServing:
             eos_token=fmt.eos_token,
             template=fmt.template,
         )
+        reasoning = replace(asked, starts_open=rendered.opened_think, tags=rendered.tags)
+        constraints = constraints.after_reasoning(reasoning)
         gen = GenerationRequest(
             prompt=rendered.text,
             max_tokens=max_tokens or s.max_tokens_limit,
@@ -165,24 +161,18 @@ class ChatServing:
             stop=stops,
             ignore_eos=req.ignore_eos,
             adapters=((model.adapter, 1.0),) if model.adapter else (),
-            reasoning=ReasoningControl(
-                enabled=choice.thinking, budget=choice.budget, starts_open=rendered.opened_think
-            ),
+            reasoning=reasoning,
             grammar=constraints.grammar,
             grammar_trigger=constraints.grammar_trigger,
             request_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
         )
-        return Prepared(model, gen, rendered, choice, constraints)
+        return Prepared(model, gen, rendered, constraints)
 
     async def _start(self, req: ChatCompletionRequest) -> tuple[str, str, RequestStream, EventSource]:
         p = await self.prepare(req)
-        request_log.note(model=p.model.id, stream=req.stream, thinking=p.choice.thinking)
+        request_log.note(model=p.model.id, stream=req.stream, thinking=p.gen.reasoning.thinking)
         stream = await self.engine.submit(p.gen)  # raises before anything is sent
-        parser: EventSource = OutputParser(
-            reasoning=not p.choice.inline,
-            start_in_reasoning=p.rendered.opened_think,
-            tools=p.constraints.parse_tools,
-        )
+        parser: EventSource = OutputParser.for_request(p.gen.reasoning, tools=p.constraints.parse_tools)
         if p.constraints.single_call:
             parser = SingleCallFilter(parser)
         return p.model.id, p.gen.request_id, stream, parser

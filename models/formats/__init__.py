@@ -10,7 +10,13 @@ from hermesd.models.formats.errors import PromptError
 from hermesd.models.formats.hermes import STANDARD_PROMPT, THINKING_PROMPT, render_chatml, render_hermes
 from hermesd.models.formats.output import OutputParser, parse_output
 from hermesd.models.formats.prompt import RenderedPrompt
-from hermesd.models.formats.reasoning import ReasoningParser, split_reasoning
+from hermesd.models.formats.reasoning import (
+    THINK_TAGS,
+    Reasoning,
+    ReasoningParser,
+    ThinkTags,
+    split_reasoning,
+)
 from hermesd.models.formats.template import render_gguf_template
 from hermesd.models.formats.toolcalls import ToolCallParser, parse_tool_calls
 
@@ -18,12 +24,15 @@ __all__ = [
     "FORMAT_NAMES",
     "STANDARD_PROMPT",
     "THINKING_PROMPT",
+    "THINK_TAGS",
     "Delta",
     "OutputEvent",
     "OutputParser",
     "PromptError",
+    "Reasoning",
     "ReasoningParser",
     "RenderedPrompt",
+    "ThinkTags",
     "ToolCallEvent",
     "ToolCallParser",
     "detect_chat_format",

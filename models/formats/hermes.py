@@ -51,6 +51,7 @@ from typing import Any, Literal
 from hermesd.models.chat import ChatOptions, Message
 from hermesd.models.formats.errors import PromptError
 from hermesd.models.formats.prompt import RenderedPrompt, arguments_object, validate_messages, validate_tools
+from hermesd.models.formats.reasoning import THINK_TAGS
 
 THINKING_PROMPT = (
     "You are a deep thinking AI, you may use extremely long chains of thought to deeply consider the "
@@ -134,7 +135,7 @@ def render_hermes(
     rest_start = 1 if caller_system is not None else 0
     text = bos + turns.open_system(tools=bool(tools)) + system + turns.end
     text += _render_turns(messages, rest_start, options, turns, rewrite_cots=options.thinking)
-    return RenderedPrompt(text=text, opened_think=False)
+    return RenderedPrompt(text=text, opened_think=False, tags=THINK_TAGS)
 
 
 def render_chatml(messages: Sequence[Message], options: ChatOptions) -> RenderedPrompt:
@@ -149,7 +150,7 @@ def render_chatml(messages: Sequence[Message], options: ChatOptions) -> Rendered
     text = _CHATML.open("system") + "\n\n".join(parts) + _CHATML.end if parts else ""
     rest_start = 1 if caller_system is not None else 0
     text += _render_turns(messages, rest_start, options, _CHATML, rewrite_cots=False)
-    return RenderedPrompt(text=text, opened_think=False)
+    return RenderedPrompt(text=text, opened_think=False, tags=THINK_TAGS)
 
 
 def tools_block(tools: Sequence[dict[str, Any]]) -> str:
@@ -160,9 +161,10 @@ def tools_block(tools: Sequence[dict[str, Any]]) -> str:
 
 def strip_prior_cot(content: str) -> str:
     """The 70B template's rewrite of an earlier assistant turn, guarded for turns with no ``</think>``."""
-    if "</think>" not in content:
+    tags = THINK_TAGS
+    if tags.close not in content:
         return content
-    return "<think> </think>" + content.split("</think>", 1)[1]
+    return f"{tags.open} {tags.close}" + content.split(tags.close, 1)[1]
 
 
 def _hermes_system_text(caller_system: str | None, thinking: bool) -> str:
@@ -210,7 +212,7 @@ def _render_turns(
 def _assistant_body(message: Message, index: int, strip_cot: bool) -> str:
     content = message.content
     if message.reasoning_content:
-        content = f"<think>\n{message.reasoning_content}\n</think>\n{content}"
+        content = f"{THINK_TAGS.open}\n{message.reasoning_content}{THINK_TAGS.close_line}{content}"
     if strip_cot:
         content = strip_prior_cot(content)
     parts = [content]

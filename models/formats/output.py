@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from hermesd.models.formats.deltas import Delta, OutputEvent, merge_deltas
-from hermesd.models.formats.reasoning import ReasoningParser
+from hermesd.models.formats.reasoning import THINK_TAGS, Reasoning, ReasoningParser, ThinkTags
 from hermesd.models.formats.toolcalls import ToolCallParser
 
 
@@ -22,11 +22,22 @@ class OutputParser:
         *,
         reasoning: bool = True,
         start_in_reasoning: bool = False,
+        tags: ThinkTags = THINK_TAGS,
         tools: Collection[str] | None = None,
         id_factory: Callable[[], str] | None = None,
     ) -> None:
-        self._reasoning = ReasoningParser(start_in_reasoning) if reasoning else None
+        self._reasoning = ReasoningParser(start_in_reasoning, tags) if reasoning else None
         self._tools = None if tools is None else ToolCallParser(tools, id_factory=id_factory)
+
+    @classmethod
+    def for_request(cls, reasoning: Reasoning, tools: Collection[str] | None = None) -> OutputParser:
+        """The parser of one request's output, as its `Reasoning` says."""
+        return cls(
+            reasoning=reasoning.separate,
+            start_in_reasoning=reasoning.starts_open,
+            tags=reasoning.tags,
+            tools=tools,
+        )
 
     @property
     def in_reasoning(self) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from hermesd.models.chat import ROLES, Message, ToolCall
 from hermesd.models.formats.errors import PromptError
+from hermesd.models.formats.reasoning import THINK_TAGS, ThinkTags
 
 # OpenAI allows [a-zA-Z0-9_-]{1,64}; dots and colons are added because MCP clients name tools
 # "server.tool" or "server:tool". Anything else (spaces, quotes, angle brackets) could break the
@@ -25,12 +26,13 @@ _TOOL_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 class RenderedPrompt:
     """A prompt ready to tokenize.
 
-    `opened_think` is true when the text ends inside an open ``<think>``: the model's output then starts
-    mid-reasoning and the output parser must be created with ``start_in_reasoning=True``.
+    `opened_think` is true when the text ends inside an open think tag: the model's output then starts
+    mid-reasoning (`Reasoning.starts_open`). `tags` are the ones this format's model reasons in.
     """
 
     text: str
     opened_think: bool = False
+    tags: ThinkTags = THINK_TAGS
 
 
 def validate_tools(tools: Sequence[Any]) -> tuple[dict[str, Any], ...]:

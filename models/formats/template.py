@@ -33,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from hermesd.models.chat import ChatOptions, Message
 from hermesd.models.formats.errors import PromptError
 from hermesd.models.formats.prompt import RenderedPrompt, message_dicts, validate_messages, validate_tools
+from hermesd.models.formats.reasoning import THINK_TAGS
 
 # A 512K-token context is about 2M characters; leave room above that.
 MAX_OUTPUT_CHARS = 8_000_000
@@ -153,7 +154,8 @@ def render_gguf_template(
         raise PromptError(f"the model's chat template broke the sandbox rules: {exc}") from exc
     except Exception as exc:  # anything a hostile or buggy template can provoke
         raise PromptError(f"the model's chat template failed: {type(exc).__name__}: {exc}") from exc
-    return RenderedPrompt(text=text, opened_think=text.rstrip().endswith("<think>"))
+    # A GGUF's own template: assume the common tags (there is no metadata that names them).
+    return RenderedPrompt(text=text, opened_think=text.rstrip().endswith(THINK_TAGS.open), tags=THINK_TAGS)
 
 
 def _render_capped(compiled: jinja2.Template, context: dict[str, Any]) -> str:

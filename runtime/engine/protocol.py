@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from hermesd.models.formats.reasoning import Reasoning
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
@@ -28,22 +30,6 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
-class ReasoningControl:
-    """How the engine treats a `<think>` section while it generates.
-
-    `budget` caps the tokens spent inside reasoning; when reached, the engine writes `close_text`
-    itself so the model moves on to its answer (llama-server's --reasoning-budget, vLLM's
-    thinking_token_budget). `starts_open` is true when the prompt already opened `<think>`.
-    """
-
-    enabled: bool = False  # the request asked for reasoning
-    budget: int | None = None
-    starts_open: bool = False
-    open_tag: str = "<think>"
-    close_text: str = "\n</think>\n"
-
-
-@dataclass(frozen=True)
 class GenerationRequest:
     prompt: str
     max_tokens: int
@@ -51,9 +37,10 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     # Adapter names, in order, with their scales; () is the base model.
     adapters: tuple[tuple[str, float], ...] = ()
-    reasoning: ReasoningControl = field(default_factory=ReasoningControl)
+    # Think on/off, budget, tags, whether the prompt opened the reasoning (shared with the server).
+    reasoning: Reasoning = field(default_factory=Reasoning)
     # A GBNF grammar constraining the output. With `grammar_trigger`, it is lazy: it applies from
-    # the first occurrence of that text on (used to constrain the answer after `</think>`).
+    # the first occurrence of that text on (`reasoning.constraint_trigger`: the answer after reasoning).
     grammar: str | None = None
     grammar_trigger: str | None = None
     # Keep generating past end-of-generation tokens (llama-server's ignore_eos; for benchmarks).

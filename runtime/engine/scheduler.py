@@ -333,12 +333,8 @@ class Scheduler:
         req = seq.request
         seq.sampler = sampler
         seq.assembler = TextAssembler(stops=req.stop)
-        seq.tracker = ReasoningTracker(
-            open_tag=req.reasoning.open_tag,
-            close_tag=req.reasoning.close_text.strip(),
-            starts_open=req.reasoning.starts_open,
-        )
-        if req.reasoning.starts_open and req.reasoning.budget == 0:
+        seq.tracker = ReasoningTracker(req.reasoning)
+        if seq.tracker.over_budget:  # a budget of 0 for a prompt that opened the reasoning
             self._force_close(seq, [])
 
     def _longest_prefix_elsewhere(self, seq: Sequence, slot: Slot) -> tuple[Slot | None, int]:
@@ -446,8 +442,7 @@ class Scheduler:
             self._finish(seq, "stop")
             return
         seq.tracker.push(piece.decode("utf-8", "replace"))
-        budget = req.reasoning.budget
-        if budget is not None and seq.tracker.in_reasoning and seq.tracker.tokens >= budget:
+        if seq.tracker.over_budget:
             self._force_close(seq, [token])
         else:
             seq.pending = [token]
@@ -456,7 +451,7 @@ class Scheduler:
 
     def _force_close(self, seq: Sequence, before: list[int]) -> None:
         """End the reasoning now: write the close tag as if the model had, then let it answer."""
-        forced = self.model.tokenize(seq.request.reasoning.close_text, add_bos=False)
+        forced = self.model.tokenize(seq.tracker.close(), add_bos=False)
         assert seq.sampler is not None
         for tok in forced:
             seq.sampler.accept(tok)
@@ -465,7 +460,6 @@ class Scheduler:
             if text:
                 seq.sink(TextEvent(text))
         seq.completion_tokens += len(forced)
-        seq.tracker.close()
         seq.pending = before + forced if before else (seq.pending + forced)
 
     def _finish(self, seq: Sequence, reason: FinishReason, error: str | None = None) -> None:

@@ -2,13 +2,15 @@
 
 `TextAssembler` joins token bytes into complete UTF-8 text and applies stop strings, holding back
 only what could still turn into a stop string. `ReasoningTracker` follows whether the model is
-inside its `<think>` section, so the engine can count and cap reasoning tokens.
+inside its reasoning, so the engine can count and cap reasoning tokens.
 """
 
 from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
+
+from hermesd.models.formats.reasoning import Reasoning
 
 
 @dataclass
@@ -71,51 +73,40 @@ def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:
     return longest
 
 
-@dataclass
 class ReasoningTracker:
-    """Follows the model's `<think>` section from the text it writes.
+    """Counts the tokens a request spends inside its reasoning, for its budget and its usage.
 
-    Reasoning opens when the output starts (after whitespace) with the open tag, or at once when
-    the prompt opened it; it closes at the first close tag after that. Counting is in tokens.
+    Where reasoning opens and closes is decided by the request's own `Reasoning.parser()`, the state
+    machine the server splits the output with, so the engine and the server cannot disagree on it.
     """
 
-    open_tag: str = "<think>"
-    close_tag: str = "</think>"
-    starts_open: bool = False
-    state: str = "undecided"  # undecided -> reasoning -> answer, or undecided -> answer
-    tokens: int = 0
-    _text: str = ""
-
-    def __post_init__(self) -> None:
-        if self.starts_open:
-            self.state = "reasoning"
+    def __init__(self, reasoning: Reasoning | None = None) -> None:
+        self.reasoning = reasoning if reasoning is not None else Reasoning()
+        self.tokens = 0
+        self._parser = self.reasoning.parser()
 
     @property
     def in_reasoning(self) -> bool:
-        return self.state == "reasoning"
+        return self._parser.in_reasoning
+
+    @property
+    def over_budget(self) -> bool:
+        """True while reasoning has used up its budget: time to write the close tag for the model."""
+        budget = self.reasoning.budget
+        return budget is not None and self.in_reasoning and self.tokens >= budget
 
     def push(self, text: str) -> None:
-        """Account one token's text (call once per generated token, even when the text is empty)."""
-        if self.state == "answer":
+        """Account one token's text (call once per generated token, even when the text is empty).
+        The token that opens reasoning and the one that closes it both count as reasoning."""
+        if self._parser.settled:
             return
-        if self.state == "reasoning":
+        before = self._parser.in_reasoning
+        self._parser.feed(text)
+        if before or self._parser.in_reasoning:
             self.tokens += 1
-        self._text += text
-        if self.state == "undecided":
-            head = self._text.lstrip()
-            if head.startswith(self.open_tag):
-                self.state = "reasoning"
-                self.tokens = 1
-                self._text = head[len(self.open_tag) :]
-            elif head and not self.open_tag.startswith(head):
-                self.state = "answer"
-                return
-        if self.state == "reasoning" and self.close_tag in self._text:
-            self.state = "answer"
-            self._text = ""
-        elif self.state == "reasoning":
-            # keep only what could still be the start of the close tag
-            self._text = self._text[-(len(self.close_tag) - 1) :]
 
-    def close(self) -> None:
-        self.state = "answer"
+    def close(self) -> str:
+        """End the reasoning as if the model had: returns the text to write for it (not counted)."""
+        text = self.reasoning.tags.close_line
+        self._parser.feed(text)
+        return text

@@ -74,7 +74,7 @@ async def test_each_think_switch_puts_the_deep_thinking_prompt_in(
     assert THINKING_PROMPT in prompt
     if system:
         assert system in prompt
-    assert engine.requests[-1].reasoning.enabled
+    assert engine.requests[-1].reasoning.thinking
 
 
 @pytest.mark.parametrize("switch", THINK_OFF)
