@@ -6,13 +6,14 @@ from fastapi.responses import JSONResponse, Response
 from hermesd.server.protocol.completions import CompletionRequest
 from hermesd.server.routes.deps import serving
 from hermesd.server.state import Serving
-from hermesd.server.streaming import sse_response, until_disconnect
+from hermesd.server.streaming import sse_response, with_cancellation
 
 router = APIRouter()
 
 
 @router.post("/v1/completions")
+@with_cancellation
 async def completions(body: CompletionRequest, request: Request, s: Serving = Depends(serving)) -> Response:
     if body.stream:
         return sse_response(await s.completions.create_stream(body))
-    return JSONResponse(await until_disconnect(request, lambda: s.completions.create_full(body)))
+    return JSONResponse(await s.completions.create_full(body))

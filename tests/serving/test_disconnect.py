@@ -1,0 +1,202 @@
+"""A client that goes away aborts its request as soon as the server learns of it, without polling.
+
+The app is driven through raw ASGI with a client whose departure the test decides, and an engine
+whose reply never ends by itself: the only way its stream can close is the disconnect. The tests
+check the order of events (submitted, client left, stream closed), never how long anything took;
+the one timeout is a guard against a hang, far above any reaction time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from hermesd.runtime.engine.protocol import EngineEvent, GenerationRequest, TextEvent
+from tests.serving.fake_engine import FakeEngine
+
+HANG_GUARD_S = 60
+
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+COMPLETION = {"model": "fake-model", "prompt": "hi", "max_tokens": 50}
+PATHS = {"chat": ("/v1/chat/completions", CHAT), "completions": ("/v1/completions", COMPLETION)}
+
+
+@dataclass
+class EndlessStream:
+    """One text event, then nothing until closed: a reply that never finishes by itself."""
+
+    order: list[str]
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __aiter__(self) -> AsyncIterator[EngineEvent]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[EngineEvent]:
+        yield TextEvent("Hel")
+        self.order.append("generating")
+        await asyncio.Event().wait()  # only a cancellation gets past this
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        if not self.closed.is_set():
+            self.order.append("stream closed")
+            self.closed.set()
+
+
+@dataclass
+class EndlessEngine(FakeEngine):
+    order: list[str] = field(default_factory=list)
+    endless: list[EndlessStream] = field(default_factory=list)
+    hold_submit: bool = False  # wait in submit() forever, as a request queued for a busy engine would
+    submitted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def submit(self, request: GenerationRequest) -> EndlessStream:  # type: ignore[override]
+        self.order.append("submitted")
+        self.submitted.set()
+        if self.hold_submit:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.order.append("submit cancelled")
+                raise
+        stream = EndlessStream(self.order)
+        self.endless.append(stream)
+        return stream
+
+
+class Client:
+    """The client side of one ASGI request: it sends its body, then leaves when `leave()` is called."""
+
+    def __init__(self, body: dict[str, Any], order: list[str]) -> None:
+        self.body = json.dumps(body).encode()
+        self.order = order
+        self.body_sent = False
+        self.gone = asyncio.Event()
+        self.listened = asyncio.Event()  # the server is waiting to hear from the client
+        self.receives_after_body = 0
+        self.sent: list[dict[str, Any]] = []
+        self.first_chunk = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        if not self.body_sent:
+            self.body_sent = True
+            return {"type": "http.request", "body": self.body, "more_body": False}
+        self.receives_after_body += 1
+        self.listened.set()
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body" and b"Hel" in message.get("body", b""):
+            self.first_chunk.set()
+
+    def leave(self) -> None:
+        self.order.append("client left")
+        self.gone.set()
+
+    def status(self) -> int | None:
+        starts = [m["status"] for m in self.sent if m["type"] == "http.response.start"]
+        return starts[0] if starts else None
+
+
+def scope(path: str, body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def start(make_client: Any, engine: EndlessEngine, endpoint: str, stream: bool) -> Any:
+    """Open the app around `engine`; return (context, client, task running the request)."""
+    path, body = PATHS[endpoint]
+    ctx = make_client(engine)
+    await ctx.__aenter__()
+    client = Client(dict(body, stream=stream), engine.order)
+    task = asyncio.ensure_future(ctx.manager.app(scope(path, client.body), client.receive, client.send))
+    return ctx, client, task
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+async def test_a_disconnect_cancels_a_non_streamed_request_at_once(make_client: Any, endpoint: str) -> None:
+    engine = EndlessEngine()
+    ctx, client, task = await start(make_client, engine, endpoint, stream=False)
+    try:
+        await asyncio.wait_for(engine.submitted.wait(), HANG_GUARD_S)
+        await asyncio.wait_for(client.listened.wait(), HANG_GUARD_S)
+        client.leave()
+        await asyncio.wait_for(engine.endless[0].closed.wait(), HANG_GUARD_S)
+        await asyncio.wait_for(task, HANG_GUARD_S)
+    finally:
+        await ctx.__aexit__(None, None, None)
+    assert engine.order == ["submitted", "generating", "client left", "stream closed"]
+    # the server waited on one receive() for the disconnect instead of asking again and again
+    assert client.receives_after_body == 1
+    assert client.status() == 499  # what the request log records; the client is not there to read it
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+async def test_a_disconnect_cancels_a_streamed_request_at_once(make_client: Any, endpoint: str) -> None:
+    engine = EndlessEngine()
+    ctx, client, task = await start(make_client, engine, endpoint, stream=True)
+    try:
+        await asyncio.wait_for(client.first_chunk.wait(), HANG_GUARD_S)
+        client.leave()
+        await asyncio.wait_for(engine.endless[0].closed.wait(), HANG_GUARD_S)
+        await asyncio.wait_for(task, HANG_GUARD_S)
+    finally:
+        await ctx.__aexit__(None, None, None)
+    assert engine.order == ["submitted", "generating", "client left", "stream closed"]
+    assert client.status() == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_disconnect_before_the_engine_took_the_request_cancels_it(
+    make_client: Any, stream: bool
+) -> None:
+    engine = EndlessEngine(hold_submit=True)
+    ctx, client, task = await start(make_client, engine, "chat", stream=stream)
+    try:
+        await asyncio.wait_for(engine.submitted.wait(), HANG_GUARD_S)
+        await asyncio.wait_for(client.listened.wait(), HANG_GUARD_S)
+        client.leave()
+        await asyncio.wait_for(task, HANG_GUARD_S)
+    finally:
+        await ctx.__aexit__(None, None, None)
+    assert engine.order == ["submitted", "client left", "submit cancelled"]
+    assert engine.endless == [] and client.status() == 499
+
+
+async def test_a_finished_request_stops_listening_for_the_disconnect(make_client: Any) -> None:
+    engine = FakeEngine(reply="Hello there.")
+    ctx = make_client(engine)
+    order: list[str] = []
+    async with ctx:
+        client = Client(dict(CHAT, stream=False), order)
+        await asyncio.wait_for(
+            ctx.manager.app(scope("/v1/chat/completions", client.body), client.receive, client.send),
+            HANG_GUARD_S,
+        )
+    assert client.status() == 200
+    body = b"".join(m.get("body", b"") for m in client.sent if m["type"] == "http.response.body")
+    assert json.loads(body)["choices"][0]["message"]["content"] == "Hello there."
+    assert order == []  # the client never left; the app returned without waiting for it to
