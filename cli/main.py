@@ -11,6 +11,7 @@ from hermesd.cli.models_cmd import models_command
 from hermesd.cli.plan import plan_command
 from hermesd.cli.pull import pull_command
 from hermesd.cli.serve import serve_command
+from hermesd.cli.setup_gpu import setup_gpu_command
 from hermesd.cli.tune import tune_command
 
 
@@ -29,6 +30,7 @@ for command in (
     tune_command,
     adapters_group,
     install_service_command,
+    setup_gpu_command,
 ):
     cli.add_command(command)
 
