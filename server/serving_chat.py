@@ -7,7 +7,6 @@ Built once in the app's lifespan; routes only call `create`. Knows the engine th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -15,9 +14,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from hermesd.models.chat import ChatOptions, Message, ToolCall
+from hermesd.models.chat import ChatOptions
 from hermesd.models.formats.deltas import Delta, OutputEvent, ToolCallEvent
 from hermesd.models.formats.detect import render_chat
+from hermesd.models.formats.messages import messages_from_openai
 from hermesd.models.formats.output import OutputParser
 from hermesd.models.formats.prompt import RenderedPrompt
 from hermesd.runtime.engine.protocol import Engine, GenerationRequest, RequestStream
@@ -25,7 +25,7 @@ from hermesd.server import request_log
 from hermesd.server.constraints import Constraints, resolve_constraints
 from hermesd.server.errors import invalid
 from hermesd.server.model_registry import ModelRegistry, ResolvedModel
-from hermesd.server.protocol.chat import ChatCompletionRequest, ChatMessageIn
+from hermesd.server.protocol.chat import ChatCompletionRequest
 from hermesd.server.reasoning_controls import resolve_reasoning
 from hermesd.server.serving_common import (
     Outcome,
@@ -37,39 +37,6 @@ from hermesd.server.serving_common import (
 from hermesd.server.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def to_messages(items: list[ChatMessageIn]) -> list[Message]:
-    out: list[Message] = []
-    for i, m in enumerate(items):
-        role = "system" if m.role == "developer" else m.role
-        calls: list[ToolCall] = []
-        for j, call in enumerate(m.tool_calls or []):
-            args = call.function.arguments
-            if isinstance(args, dict):
-                args = json.dumps(args, ensure_ascii=False)
-            if m.role != "assistant":
-                raise invalid(
-                    f"messages[{i}].tool_calls: only assistant messages carry tool calls",
-                    param=f"messages[{i}].tool_calls[{j}]",
-                )
-            calls.append(ToolCall(name=call.function.name, arguments=args, id=call.id))
-        text = m.text()
-        if role in ("user", "system") and m.content is None:
-            raise invalid(
-                f"messages[{i}].content: a {m.role} message needs content", param=f"messages[{i}].content"
-            )
-        out.append(
-            Message(
-                role=role,
-                content=text,
-                reasoning_content=m.reasoning_content or m.reasoning,
-                tool_calls=tuple(calls),
-                tool_call_id=m.tool_call_id,
-                name=m.name,
-            )
-        )
-    return out
 
 
 @dataclass(frozen=True)
@@ -139,7 +106,8 @@ class ChatServing:
         if max_tokens is not None and max_tokens > s.max_tokens_limit:
             raise invalid(f"max_tokens: at most {s.max_tokens_limit}", param="max_tokens")
         asked = resolve_reasoning(req, default_think=s.think, default_budget=s.reasoning_budget)
-        messages = to_messages(req.messages)
+        # pydantic checked the field types; the one converter (shared with tune) does the rest
+        messages = messages_from_openai([m.model_dump() for m in req.messages])
         constraints = resolve_constraints(req, max_tools=s.max_tools)
         options = ChatOptions(thinking=asked.thinking, keep_cots=asked.keep_cots, tools=constraints.tools)
         fmt = self.format

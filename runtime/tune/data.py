@@ -5,10 +5,13 @@ Accepted shapes (one JSON object per line):
 - ShareGPT: ``{"conversations": [{"from": "human"|"gpt"|"system"|"tool"..., "value": ...}]}``
 - prompt/completion: ``{"prompt": ..., "completion": ..., "system"?, "reasoning"?}``
 
-An assistant turn's reasoning comes either inline (``<think>...</think>`` before the answer) or in
-``reasoning_content``; both become `Message.reasoning_content`, and the renderer writes it back in the
-one shape the model emits. Every problem is a `DataIssue` naming the file and line; nothing here
-raises for bad data, so the user sees all problems at once.
+OpenAI chat lines go through the server's own converter (`messages_from_openai`, strict: a think
+block that is unclosed, repeated or given twice is refused), and the other shapes through its parts,
+so a turn means the same when it is trained on and when it is served. An assistant turn's reasoning
+comes either inline (a think block before the answer) or in ``reasoning_content``/``reasoning``; both
+become `Message.reasoning_content`, and the renderer writes it back in the one shape the model emits.
+Every problem is a `DataIssue` naming the file and line; nothing here raises for bad data, so the user
+sees all problems at once.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from hermesd.models.chat import ROLES, Message, Role, ToolCall
-from hermesd.models.formats.reasoning import split_reasoning
+from hermesd.models.chat import Message, Role
+from hermesd.models.formats.errors import PromptError
+from hermesd.models.formats.messages import assistant_reasoning, message_text, messages_from_openai
 
 log = logging.getLogger(__name__)
 
@@ -105,101 +109,20 @@ def parse_line(raw: str, line: int) -> Conversation:
         raise _Bad(f"bad JSON: {exc.msg} at column {exc.colno}") from None
     if not isinstance(record, dict):
         raise _Bad(f"expected a JSON object, got {type(record).__name__}")
-    if "messages" in record:
-        messages = _openai_messages(record["messages"])
-    elif "conversations" in record:
-        messages = _sharegpt_messages(record["conversations"])
-    elif "prompt" in record and "completion" in record:
-        messages = _prompt_completion(record)
-    else:
-        raise _Bad("unknown shape: expected a 'messages', 'conversations' or 'prompt'+'completion' field")
+    try:
+        if "messages" in record:
+            messages = messages_from_openai(record["messages"], strict=True)
+        elif "conversations" in record:
+            messages = _sharegpt_messages(record["conversations"])
+        elif "prompt" in record and "completion" in record:
+            messages = _prompt_completion(record)
+        else:
+            raise _Bad("unknown shape: expected a 'messages', 'conversations' or 'prompt'+'completion' field")
+    except PromptError as exc:
+        raise _Bad(str(exc)) from None
     tools = _tools(record.get("tools"))
     _check_chat(messages)
     return Conversation(line=line, messages=tuple(messages), tools=tools)
-
-
-def _text(value: Any, where: str) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    # OpenAI content parts: keep text parts, refuse images and audio (the model reads text only).
-    if isinstance(value, list):
-        parts = []
-        for i, part in enumerate(value):
-            if (
-                not isinstance(part, Mapping)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise _Bad(f"{where}[{i}]: only text content parts are supported")
-            parts.append(part["text"])
-        return "".join(parts)
-    raise _Bad(f"{where} must be a string")
-
-
-def _assistant(content: str, reasoning: Any, where: str) -> tuple[str, str | None]:
-    """Split inline reasoning off an assistant's content, or take the separate field."""
-    inline, answer = split_reasoning(content)
-    if "<think>" in answer or "</think>" in answer:
-        raise _Bad(f"{where}: a <think> block must come first in an assistant turn, and only once")
-    if inline is not None and "</think>" not in content:
-        raise _Bad(f"{where}: <think> is never closed with </think>")
-    separate = (
-        _text(reasoning, where.replace("content", "reasoning_content")) if reasoning is not None else ""
-    )
-    if inline is not None and separate.strip():
-        raise _Bad(f"{where}: reasoning given twice (inline <think> and reasoning_content)")
-    text = (inline if inline is not None else separate).strip()
-    return answer.strip() if text else answer, text or None
-
-
-def _openai_messages(raw: Any) -> list[Message]:
-    if not isinstance(raw, list) or not raw:
-        raise _Bad("'messages' must be a non-empty list")
-    out: list[Message] = []
-    for i, item in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(item, Mapping):
-            raise _Bad(f"{where} must be an object")
-        role = item.get("role")
-        if role == "developer":
-            role = "system"
-        if role not in ROLES:
-            raise _Bad(f"{where}: unknown role {role!r} (expected one of {', '.join(ROLES)})")
-        content = _text(item.get("content"), f"{where}.content")
-        calls = _tool_calls(item.get("tool_calls"), where) if role == "assistant" else ()
-        reasoning = None
-        if role == "assistant":
-            content, reasoning = _assistant(content, item.get("reasoning_content"), f"{where}.content")
-        out.append(
-            Message(
-                role=cast(Role, role),
-                content=content,
-                reasoning_content=reasoning,
-                tool_calls=calls,
-                tool_call_id=item.get("tool_call_id") if isinstance(item.get("tool_call_id"), str) else None,
-                name=item.get("name") if isinstance(item.get("name"), str) else None,
-            )
-        )
-    return out
-
-
-def _tool_calls(raw: Any, where: str) -> tuple[ToolCall, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise _Bad(f"{where}.tool_calls must be a list")
-    calls = []
-    for j, call in enumerate(raw):
-        fn = call.get("function") if isinstance(call, Mapping) else None
-        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not fn["name"]:
-            raise _Bad(f"{where}.tool_calls[{j}].function.name is missing")
-        args = fn.get("arguments", "")
-        if not isinstance(args, str):
-            args = json.dumps(args, ensure_ascii=False)
-        calls.append(ToolCall(name=fn["name"], arguments=args, id=str(call.get("id") or "")))
-    return tuple(calls)
 
 
 def _sharegpt_messages(raw: Any) -> list[Message]:
@@ -214,10 +137,10 @@ def _sharegpt_messages(raw: Any) -> list[Message]:
         role = SHAREGPT_ROLES.get(source) if isinstance(source, str) else None
         if role is None:
             raise _Bad(f"{where}: unknown role {source!r} (expected one of {', '.join(SHAREGPT_ROLES)})")
-        content = _text(item.get("value"), f"{where}.value")
+        content = message_text(item.get("value"), f"{where}.value")
         reasoning = None
         if role == "assistant":
-            content, reasoning = _assistant(content, item.get("reasoning_content"), f"{where}.value")
+            content, reasoning = _assistant(content, item, f"{where}.value", f"{where}.reasoning_content")
         out.append(Message(role=role, content=content, reasoning_content=reasoning))
     return out
 
@@ -225,12 +148,19 @@ def _sharegpt_messages(raw: Any) -> list[Message]:
 def _prompt_completion(record: Mapping[str, Any]) -> list[Message]:
     messages: list[Message] = []
     if record.get("system") is not None:
-        messages.append(Message(role="system", content=_text(record["system"], "system")))
-    messages.append(Message(role="user", content=_text(record["prompt"], "prompt")))
-    reasoning_field = record.get("reasoning_content", record.get("reasoning"))
-    answer, reasoning = _assistant(_text(record["completion"], "completion"), reasoning_field, "completion")
+        messages.append(Message(role="system", content=message_text(record["system"], "system")))
+    messages.append(Message(role="user", content=message_text(record["prompt"], "prompt")))
+    completion = message_text(record["completion"], "completion")
+    answer, reasoning = _assistant(completion, record, "completion", "reasoning_content")
     messages.append(Message(role="assistant", content=answer, reasoning_content=reasoning))
     return messages
+
+
+def _assistant(
+    content: str, item: Mapping[str, Any], where: str, reasoning_where: str
+) -> tuple[str, str | None]:
+    separate = item.get("reasoning_content") or item.get("reasoning")
+    return assistant_reasoning(content, separate, where=where, reasoning_where=reasoning_where, strict=True)
 
 
 def _tools(raw: Any) -> tuple[dict[str, Any], ...]:

@@ -38,13 +38,6 @@ class ChatMessageIn(BaseModel):
     tool_call_id: str | None = Field(None, max_length=256)
     name: str | None = Field(None, max_length=256)
 
-    def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
-
 
 class ChatTemplateKwargs(BaseModel):
     # Only known keys: template options from requests are an attack surface (see security.md).
