@@ -119,7 +119,7 @@ def tool_call_schemas(
 ) -> list[tuple[str, Mapping[str, Any]]]:
     """(request field, schema) of each tool a forced call may use: the call's JSON object
     `{"name": ..., "arguments": {...}}` with arguments that follow the function's parameter schema."""
-    schemas = []
+    schemas: list[tuple[str, Mapping[str, Any]]] = []
     for i, tool in enumerate(tools):
         fn = tool["function"]
         if only is not None and fn["name"] != only:
