@@ -102,6 +102,21 @@ async def test_reasoning_budget_reaches_the_engine(make_client: Any) -> None:
     assert engine.requests[1].reasoning.budget == 7
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize("think", [False, True])
+async def test_a_forced_call_waits_for_the_reasoning_to_close(client: Any, think: bool) -> None:
+    http, engine = client
+    body = dict(BODY, tools=[WEATHER], tool_choice="required", think=think)
+    r = await http.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    gen = engine.requests[-1]
+    assert gen.grammar is not None
+    assert gen.grammar_trigger == gen.reasoning.constraint_trigger == ("</think>" if think else None)
+    assert gen.grammar.startswith('root ::= "</think>"') == think
+
+
 async def test_sampling_defaults_follow_the_model_card(client: Any) -> None:
     http, engine = client
     await http.post("/v1/chat/completions", json=BODY)

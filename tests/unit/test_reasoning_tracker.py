@@ -1,5 +1,6 @@
 """The request's one `Reasoning`: the engine's token count and budget, the server's split and the lazy
-grammar all follow it, so they agree on where reasoning ends."""
+grammar all follow it, so they agree on where reasoning ends. (The grammar's wiring through the server
+is tested in tests/serving/test_chat_serving.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import pytest
 from hermesd.models.formats.output import OutputParser
 from hermesd.models.formats.reasoning import THINK_TAGS, Reasoning
 from hermesd.runtime.engine.text_stream import ReasoningTracker
-from hermesd.server.constraints import Constraints
 from tests.unit.formats_cases import REASONING_CASES, Case
 
 # (tokens the model writes, starts_open, reasoning tokens counted: the opening and closing tokens too)
@@ -72,10 +72,4 @@ def test_zero_budget_on_a_prompt_that_opened_reasoning_is_spent_at_once() -> Non
 def test_constraints_start_after_the_reasoning_when_there_may_be_some(
     reasoning: Reasoning, trigger: str | None
 ) -> None:
-    plain = Constraints(grammar='root ::= "x"')
-    lazy = plain.after_reasoning(reasoning)
-    assert lazy.grammar_trigger == reasoning.constraint_trigger == trigger
-    assert (lazy == plain) == (trigger is None)
-    if trigger is not None:
-        assert lazy.grammar is not None and lazy.grammar.startswith(f'root ::= "{trigger}"')
-    assert Constraints().after_reasoning(reasoning) == Constraints()
+    assert reasoning.constraint_trigger == trigger
