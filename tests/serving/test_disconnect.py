@@ -31,6 +31,7 @@ class EndlessStream:
     """One text event, then nothing until closed: a reply that never finishes by itself."""
 
     order: list[str]
+    generating: asyncio.Event
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __aiter__(self) -> AsyncIterator[EngineEvent]:
@@ -39,6 +40,7 @@ class EndlessStream:
     async def _run(self) -> AsyncIterator[EngineEvent]:
         yield TextEvent("Hel")
         self.order.append("generating")
+        self.generating.set()
         await asyncio.Event().wait()  # only a cancellation gets past this
         raise AssertionError("unreachable")
 
@@ -54,6 +56,7 @@ class EndlessEngine(FakeEngine):
     endless: list[EndlessStream] = field(default_factory=list)
     hold_submit: bool = False  # wait in submit() forever, as a request queued for a busy engine would
     submitted: asyncio.Event = field(default_factory=asyncio.Event)
+    generating: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def submit(self, request: GenerationRequest) -> EndlessStream:  # type: ignore[override]
         self.order.append("submitted")
@@ -64,7 +67,7 @@ class EndlessEngine(FakeEngine):
             except asyncio.CancelledError:
                 self.order.append("submit cancelled")
                 raise
-        stream = EndlessStream(self.order)
+        stream = EndlessStream(self.order, self.generating)
         self.endless.append(stream)
         return stream
 
@@ -126,47 +129,38 @@ def scope(path: str, body: bytes) -> dict[str, Any]:
     }
 
 
-async def start(make_client: Any, engine: EndlessEngine, endpoint: str, stream: bool) -> Any:
-    """Open the app around `engine`; return (context, client, task running the request)."""
+async def hang_up(
+    make_client: Any, engine: EndlessEngine, endpoint: str, stream: bool, once: list[str]
+) -> Client:
+    """Send one request to the app around `engine`; leave once the named events of the engine or the
+    client are set; return when the app is done with the request."""
     path, body = PATHS[endpoint]
-    ctx = make_client(engine)
-    await ctx.__aenter__()
     client = Client(dict(body, stream=stream), engine.order)
-    task = asyncio.ensure_future(ctx.manager.app(scope(path, client.body), client.receive, client.send))
-    return ctx, client, task
-
-
-@pytest.mark.parametrize("endpoint", ["chat", "completions"])
-async def test_a_disconnect_cancels_a_non_streamed_request_at_once(make_client: Any, endpoint: str) -> None:
-    engine = EndlessEngine()
-    ctx, client, task = await start(make_client, engine, endpoint, stream=False)
-    try:
-        await asyncio.wait_for(engine.submitted.wait(), HANG_GUARD_S)
-        await asyncio.wait_for(client.listened.wait(), HANG_GUARD_S)
+    ctx = make_client(engine)
+    async with ctx:
+        task = asyncio.ensure_future(ctx.manager.app(scope(path, client.body), client.receive, client.send))
+        for name in once:
+            event = getattr(engine, name, None) or getattr(client, name)
+            await asyncio.wait_for(event.wait(), HANG_GUARD_S)
         client.leave()
-        await asyncio.wait_for(engine.endless[0].closed.wait(), HANG_GUARD_S)
         await asyncio.wait_for(task, HANG_GUARD_S)
-    finally:
-        await ctx.__aexit__(None, None, None)
-    assert engine.order == ["submitted", "generating", "client left", "stream closed"]
-    # the server waited on one receive() for the disconnect instead of asking again and again
-    assert client.receives_after_body == 1
-    assert client.status() == 499  # what the request log records; the client is not there to read it
+    return client
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("endpoint", ["chat", "completions"])
-async def test_a_disconnect_cancels_a_streamed_request_at_once(make_client: Any, endpoint: str) -> None:
+async def test_a_disconnect_cancels_the_request_at_once(
+    make_client: Any, endpoint: str, stream: bool
+) -> None:
     engine = EndlessEngine()
-    ctx, client, task = await start(make_client, engine, endpoint, stream=True)
-    try:
-        await asyncio.wait_for(client.first_chunk.wait(), HANG_GUARD_S)
-        client.leave()
-        await asyncio.wait_for(engine.endless[0].closed.wait(), HANG_GUARD_S)
-        await asyncio.wait_for(task, HANG_GUARD_S)
-    finally:
-        await ctx.__aexit__(None, None, None)
+    # streamed: once the reply has begun (sse-starlette's watch); not streamed: while it is collected
+    once = ["generating", "first_chunk" if stream else "listened"]
+    client = await hang_up(make_client, engine, endpoint, stream, once)
     assert engine.order == ["submitted", "generating", "client left", "stream closed"]
-    assert client.status() == 200
+    if not stream:
+        # the server waited on one receive() for the disconnect instead of asking again and again
+        assert client.receives_after_body == 1
+        assert client.status() == 499  # what the request log records; the client is not there to read it
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -174,14 +168,7 @@ async def test_a_disconnect_before_the_engine_took_the_request_cancels_it(
     make_client: Any, stream: bool
 ) -> None:
     engine = EndlessEngine(hold_submit=True)
-    ctx, client, task = await start(make_client, engine, "chat", stream=stream)
-    try:
-        await asyncio.wait_for(engine.submitted.wait(), HANG_GUARD_S)
-        await asyncio.wait_for(client.listened.wait(), HANG_GUARD_S)
-        client.leave()
-        await asyncio.wait_for(task, HANG_GUARD_S)
-    finally:
-        await ctx.__aexit__(None, None, None)
+    client = await hang_up(make_client, engine, "chat", stream, ["submitted", "listened"])
     assert engine.order == ["submitted", "client left", "submit cancelled"]
     assert engine.endless == [] and client.status() == 499
 
