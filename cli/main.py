@@ -6,6 +6,7 @@ import click
 
 from hermesd.cli.adapters_cmd import adapters_group
 from hermesd.cli.catalog_cmd import catalog_group
+from hermesd.cli.doctor import doctor_command
 from hermesd.cli.install_service import install_service_command
 from hermesd.cli.models_cmd import models_command
 from hermesd.cli.plan import plan_command
@@ -31,6 +32,7 @@ for command in (
     adapters_group,
     install_service_command,
     setup_gpu_command,
+    doctor_command,
 ):
     cli.add_command(command)
 
