@@ -152,14 +152,18 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
         fail(f"invalid settings: {exc}")
     setup_logging(settings.log_level)
     check_exposure(settings)
-    access = check_engine(settings)
     if settings.model is None:
+        access = check_engine(settings)
         settings = settings_from_plan(settings, access)
-    elif "tensor_split" not in settings.model_fields_set and access.tensor_split():
-        # some of the engine's GPUs cannot run this build: keep the layers off them
-        settings = settings.model_copy(update={"tensor_split": list(access.tensor_split())})
-    assert settings.model is not None
-    model_path, summary = check_model_file(settings.model.expanduser())
+        assert settings.model is not None
+        model_path, summary = check_model_file(settings.model.expanduser())
+    else:
+        # a bad --model file is one clear line before anything else is looked at
+        model_path, summary = check_model_file(settings.model.expanduser())
+        access = check_engine(settings)
+        if "tensor_split" not in settings.model_fields_set and access.tensor_split():
+            # some of the engine's GPUs cannot run this build: keep the layers off them
+            settings = settings.model_copy(update={"tensor_split": list(access.tensor_split())})
     log.info("settings: %s", settings.redacted())
     arch = summary.architecture or ""
     blocks = summary.kv.get(f"{arch}.block_count")
