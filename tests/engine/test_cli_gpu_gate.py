@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 
 from hermesd.cli.plan import plan_command
 from hermesd.cli.serve import serve_command
+from tests.fixtures.tiny_models import tiny_model
 
 PROFILES = Path(__file__).resolve().parents[1] / "fixtures" / "hardware"
 TWO_GPUS = PROFILES / "2x3090-24gb.json"
@@ -58,12 +59,13 @@ def test_allow_cpu_gets_past_the_refusal(how: list[str], tmp_path: Path) -> None
 
 
 def test_gpu_layers_on_a_cpu_only_engine_are_refused() -> None:
-    result = run(serve_command, "--model", "/nonexistent.gguf", "--gpu-layers", "8")
+    model = str(tiny_model("qwen3"))
+    result = run(serve_command, "--model", model, "--gpu-layers", "8")
     assert result.exit_code == 2
     assert "--gpu-layers 8 asks for layers on a GPU" in result.stderr and "setup-gpu" in result.stderr
-    # 0 (or the default, -1 = all a GPU build can take) is fine: the model check comes next
-    zero = run(serve_command, "--model", "/nonexistent.gguf", "--gpu-layers", "0")
-    assert zero.exit_code == 2 and "no such model file" in zero.stderr
+    # with a machine whose GPUs the engine cannot use, --model is refused like the planned model
+    gpus = run(serve_command, "--model", model, "--hardware", str(TWO_GPUS))
+    assert gpus.exit_code == 2 and "cannot use them" in gpus.stderr
 
 
 def profile(tmp_path: Path, engine: dict[str, Any] | None) -> Path:
