@@ -14,7 +14,7 @@ import click
 
 from hermesd.cli.logs import setup_logging
 from hermesd.cli.settings_options import flags_from, settings_options
-from hermesd.models.gguf_validate import GGUFSummary, GGUFValidationError, validate_gguf
+from hermesd.models.gguf_validate import GGUFSummary, GGUFValidationError, looks_like_gguf, validate_gguf
 from hermesd.runtime import sdnotify
 from hermesd.runtime.engine.fallback import load_with_fallback
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
@@ -69,12 +69,7 @@ def check_model_file(path: Path) -> tuple[Path, GGUFSummary]:
         fail(f"{path}: not a regular file")
     if not os.access(path, os.R_OK):
         fail(f"{path}: permission denied")
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        fail(f"{path}: cannot read model file: {exc.strerror}")
-    if magic != b"GGUF":
+    if not looks_like_gguf(path):
         fail(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
     try:
         summary = validate_gguf(path, kind="model")

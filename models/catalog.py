@@ -20,12 +20,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from hermesd.models.gguf_split import shard_name, unsplit_name
+
 log = logging.getLogger(__name__)
 
 SizeKind = Literal["exact", "published", "estimated"]
 SIZE_KINDS: tuple[str, ...] = ("exact", "published", "estimated")
 
-_SPLIT_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 # Quant names as they appear in GGUF file names, longest first so Q4_K_M wins over Q4_K.
 _QUANT_RE = re.compile(
     r"(?:^|[-._/])(IQ\d_[A-Z]+|Q\d_K_[SML]|Q\d_K|Q\d_\d|BF16|F16|F32)(?=[-./]|$)",
@@ -210,25 +211,9 @@ def parse_model_ref(ref: str, catalog: Catalog) -> tuple[str, str | None]:
 
 def quant_from_filename(name: str) -> str | None:
     """The quant token of a GGUF file name (`...-Q4_K_M-00001-of-00002.gguf` -> `Q4_K_M`)."""
-    base = _SPLIT_RE.sub(".gguf", name)
+    base = unsplit_name(name)
     matches = _QUANT_RE.findall(base)
     return matches[-1].upper() if matches else None
-
-
-def split_info(name: str) -> tuple[int, int] | None:
-    """(part, count) of a `-0000k-of-0000n.gguf` shard name, or None for a single file."""
-    m = _SPLIT_RE.search(name)
-    return (int(m.group(1)), int(m.group(2))) if m else None
-
-
-def first_shard(paths: Iterable[str]) -> str:
-    """The file llama.cpp must be given: the single file, or part 1 of a split set."""
-    ordered = sorted(paths)
-    for p in ordered:
-        info = split_info(p)
-        if info is None or info[0] == 1:
-            return p
-    return ordered[0]
 
 
 # -- weight sizes
@@ -353,7 +338,7 @@ def _quant(raw: Mapping[str, Any], qtypes: Mapping[str, QuantType], at: str) -> 
     split = raw.get("split")
     if split is not None:
         prefix, count = str(_get(split, "prefix", str, at)), int(_get(split, "count", int, at))
-        files = [CatalogFile(f"{prefix}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+        files = [CatalogFile(shard_name(prefix, i, count)) for i in range(1, count + 1)]
     size_kind = raw.get("size_kind", "estimated")
     if size_kind not in SIZE_KINDS:
         raise CatalogError(f"{at}.size_kind: expected one of {SIZE_KINDS}, got {size_kind!r}")

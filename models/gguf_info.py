@@ -1,7 +1,7 @@
 """What a local GGUF holds: architecture numbers and the bytes of every tensor, per layer.
 
-Reads headers with the `gguf` package's memory-mapped reader (tensor data is never read), across
-all shards of a split file. The planner uses `layout()` instead of the catalog's estimate when the
+The numbers come from the validating reader (gguf_validate), across all shards of a split file;
+nothing here opens a file. The planner uses `layout()` instead of the catalog's estimate when the
 file is local.
 """
 
@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hermesd.models.catalog import Variant, WeightLayout, quant_from_filename, split_info
+from gguf import LlamaFileType
+
+from hermesd.models.catalog import Variant, WeightLayout, quant_from_filename
+from hermesd.models.gguf_split import SplitSetIncomplete, shard_paths
+from hermesd.models.gguf_validate import GGUFSummary, GGUFValidationError, KVValue, validate_gguf
 
 log = logging.getLogger(__name__)
 
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
-_SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
-
-class GgufError(ValueError):
-    """A file that is not a readable GGUF (or a split set with a missing part); names the file."""
+# A file that is not a valid GGUF model, or a split set with a missing part; names the file.
+GgufError = GGUFValidationError
 
 
 @dataclass(frozen=True)
@@ -80,77 +80,41 @@ class GgufInfo:
         )
 
 
-def shard_paths(path: Path) -> tuple[Path, ...]:
-    """All parts of a split GGUF given any part (or the file itself when not split)."""
-    info = split_info(path.name)
-    if info is None:
-        return (path,)
-    _, count = info
-    stem = _SHARD_RE.sub("", path.name)
-    parts = tuple(path.with_name(f"{stem}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1))
-    missing = [p.name for p in parts if not p.exists()]
-    if missing:
-        raise GgufError(f"{path}: split GGUF is incomplete; missing {', '.join(missing)}")
-    return parts
-
-
 def read_gguf_info(path: Path) -> GgufInfo:
-    """Metadata and per-layer tensor bytes of `path` (any shard of a split set)."""
-    from gguf import GGUFReader  # imported here: the reader pulls numpy, not needed by most commands
-
-    paths = shard_paths(path)
-    fields: dict[str, Any] = {}
-    tensors: list[tuple[str, int]] = []
-    for p in paths:
-        try:
-            reader = GGUFReader(p, "r")
-        except (OSError, ValueError, IndexError) as exc:
-            raise GgufError(f"{p}: not a readable GGUF file ({exc})") from exc
-        for key, field in reader.fields.items():
-            if key not in fields and not key.startswith("tokenizer.ggml."):
-                try:
-                    fields[key] = field.contents()
-                except (ValueError, IndexError, UnicodeDecodeError):
-                    continue
-            elif key in ("tokenizer.ggml.tokens",) and "vocab_size" not in fields:
-                fields["vocab_size"] = len(field.data)
-        tensors.extend((t.name, int(t.n_bytes)) for t in reader.tensors)
-    return _summarise(paths, fields, tensors)
+    """Metadata and per-layer tensor bytes of `path` (any shard of a split set), validated."""
+    try:
+        first = shard_paths(path)[0]
+    except SplitSetIncomplete as exc:
+        raise GgufError(path, str(exc).removeprefix(f"{path}: ")) from None
+    return gguf_info(validate_gguf(first, kind="model"))
 
 
-def _summarise(paths: Sequence[Path], fields: dict[str, Any], tensors: list[tuple[str, int]]) -> GgufInfo:
-    arch = str(fields.get("general.architecture", ""))
-    if not arch:
-        raise GgufError(f"{paths[0]}: no general.architecture key: not a model GGUF")
-
-    def num(key: str) -> int | None:
-        value = fields.get(f"{arch}.{key}")
-        if isinstance(value, list):  # per-layer arrays (e.g. head_count_kv): take the largest
-            value = max(value) if value else None
-        return int(value) if value is not None else None
-
+def gguf_info(summary: GGUFSummary) -> GgufInfo:
+    """The planner's view of a validated model."""
+    arch = summary.architecture or ""
+    num = summary.arch_int
     blocks = num("block_count")
     if blocks is None:
-        raise GgufError(f"{paths[0]}: no {arch}.block_count key")
+        raise GgufError(summary.path, f"no {arch}.block_count key")
     per_layer = [0] * blocks
     token_embd = output = other = 0
     names = set()
-    for name, size in tensors:
-        names.add(name)
-        m = _LAYER_RE.match(name)
+    for t in summary.tensors:
+        names.add(t.name)
+        m = _LAYER_RE.match(t.name)
         if m and int(m.group(1)) < blocks:
-            per_layer[int(m.group(1))] += size
-        elif name == "token_embd.weight":
-            token_embd += size
-        elif name == "output.weight":
-            output += size
+            per_layer[int(m.group(1))] += t.nbytes
+        elif t.name == "token_embd.weight":
+            token_embd += t.nbytes
+        elif t.name == "output.weight":
+            output += t.nbytes
         else:
-            other += size
-    file_type = _file_type(fields.get("general.file_type")) or quant_from_filename(paths[0].name)
+            other += t.nbytes
+    file_type = _file_type(summary.kv.get("general.file_type")) or quant_from_filename(summary.path.name)
     return GgufInfo(
-        paths=tuple(paths),
+        paths=summary.shards,
         arch=arch,
-        name=fields.get("general.name"),
+        name=summary.name,
         file_type=file_type,
         block_count=blocks,
         context_length=num("context_length"),
@@ -160,23 +124,21 @@ def _summarise(paths: Sequence[Path], fields: dict[str, Any], tensors: list[tupl
         key_length=num("attention.key_length"),
         value_length=num("attention.value_length"),
         feed_forward_length=num("feed_forward_length"),
-        vocab_size=fields.get("vocab_size") or num("vocab_size"),
+        vocab_size=summary.token_count or num("vocab_size"),
         layer_bytes=tuple(per_layer),
         token_embd_bytes=token_embd,
         output_bytes=output,
         other_bytes=other,
         tied_embeddings="output.weight" not in names,
-        file_bytes=sum(p.stat().st_size for p in paths),
+        file_bytes=summary.file_size,
     )
 
 
-def _file_type(value: Any) -> str | None:
-    if value is None:
+def _file_type(value: KVValue | None) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
         return None
-    from gguf import LlamaFileType
-
     try:
-        name = LlamaFileType(int(value)).name  # e.g. MOSTLY_Q4_K_M, ALL_F32
+        name = LlamaFileType(value).name  # e.g. MOSTLY_Q4_K_M, ALL_F32
     except ValueError:
         return None
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")

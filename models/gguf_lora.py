@@ -6,9 +6,10 @@ The file is what llama.cpp's `convert_lora_to_gguf.py` produces and what `llama-
 `<gguf weight name>.lora_a` (rank x in) and `.lora_b` (out x rank). llama.cpp scales the product by
 alpha / rank, as peft does, so alpha and rank are stored as trained.
 
-hermesd adds `hermesd.base.fingerprint` (models/identity.py) so an adapter is never applied to a base
-it was not trained on: llama.cpp only checks tensor shapes, and two models of one shape would
-silently accept each other's adapters.
+hermesd adds `hermesd.base.fingerprint` (gguf_validate.base_fingerprint) so an adapter is never
+applied to a base it was not trained on: llama.cpp only checks tensor shapes, and two models of one
+shape would silently accept each other's adapters. Adapters are read back by the validating reader
+(gguf_validate), never opened here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 import gguf
 import numpy as np
 
+from hermesd.models.gguf_validate import GGUFValidationError, KVValue, validate_gguf
 from hermesd.models.gguf_write import GGUFWriteError, hf_to_gguf_name, llama_permute_qk, write_atomically
 
 logger = logging.getLogger(__name__)
@@ -148,37 +150,54 @@ def write_lora_gguf(
 
 
 def read_adapter_info(path: str | os.PathLike[str]) -> AdapterInfo:
-    """What an adapter GGUF says about itself, without llama.cpp. Raises AdapterFileError."""
+    """What an adapter GGUF says about itself, validated, without llama.cpp. Raises AdapterFileError."""
     p = Path(path)
     try:
-        reader = gguf.GGUFReader(str(p), "r")
-    except (OSError, ValueError) as exc:
-        raise AdapterFileError(f"{p}: not a readable GGUF file ({exc})") from None
-    if _str(reader, "general.type") != "adapter" or _str(reader, gguf.Keys.Adapter.TYPE) != "lora":
-        raise AdapterFileError(f"{p}: not a LoRA adapter (general.type/adapter.type are not adapter/lora)")
-    alpha = _num(reader, gguf.Keys.Adapter.LORA_ALPHA)
-    rank = _num(reader, KEY_RANK)
+        summary = validate_gguf(p, kind="adapter")
+    except GGUFValidationError as exc:
+        raise AdapterFileError(f"{p}: not a LoRA adapter ({exc.problem})") from None
+    kv = summary.kv
+    alpha, rank = _number(kv.get(gguf.Keys.Adapter.LORA_ALPHA)), _number(kv.get(KEY_RANK))
     return AdapterInfo(
         path=p,
-        architecture=_str(reader, "general.architecture") or "",
-        alpha=float(alpha) if alpha is not None else 0.0,
+        architecture=summary.architecture or "",
+        alpha=alpha if alpha is not None else 0.0,
         rank=int(rank) if rank is not None else None,
-        base_fingerprint=_str(reader, KEY_BASE_FINGERPRINT),
-        base_name=_str(reader, KEY_BASE_NAME),
-        tensor_count=len(reader.tensors),
+        base_fingerprint=_string(kv.get(KEY_BASE_FINGERPRINT)),
+        base_name=_string(kv.get(KEY_BASE_NAME)),
+        tensor_count=summary.tensor_count,
     )
 
 
+def _number(value: KVValue | None) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _string(value: KVValue | None) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def check_adapter_base(
-    adapter: AdapterInfo, base_fingerprint: str, base_label: str = "the served model"
+    adapter: AdapterInfo,
+    base_fingerprint: str,
+    base_label: str = "the served model",
+    *,
+    required: bool = False,
 ) -> None:
     """Refuse an adapter trained on another base, before llama.cpp ever sees it.
 
-    An adapter with no recorded fingerprint (made by another tool) is refused only when its
-    architecture differs; llama.cpp still checks every tensor shape when it loads it.
+    An adapter with no recorded fingerprint (made by another tool) is refused when `required` (as
+    `hermesd serve` does), else only when its architecture differs; llama.cpp still checks every
+    tensor shape when it loads it.
     """
     base_arch = base_fingerprint.rsplit("-", 1)[0]
     if adapter.base_fingerprint is None:
+        if required:
+            raise AdapterBaseMismatch(
+                f"{adapter.path}: the adapter file records no base fingerprint, so nothing says it was "
+                f"trained on {base_label} ({base_fingerprint}); train it with hermesd tune on the served "
+                "GGUF (--base-gguf for a Hugging Face base)"
+            )
         if adapter.architecture and adapter.architecture != base_arch:
             raise AdapterBaseMismatch(
                 f"{adapter.path}: adapter is for architecture {adapter.architecture!r}, "
@@ -188,30 +207,9 @@ def check_adapter_base(
     if adapter.base_fingerprint != base_fingerprint:
         trained_on = f" ({adapter.base_name})" if adapter.base_name else ""
         raise AdapterBaseMismatch(
-            f"{adapter.path}: adapter was trained on base {adapter.base_fingerprint}{trained_on}, "
-            f"but {base_label} is {base_fingerprint}; it cannot be loaded onto this model"
+            f"{adapter.path}: adapter was trained on base {adapter.base_fingerprint}{trained_on}, another "
+            f"base than {base_label} ({base_fingerprint}); it cannot be loaded onto this model"
         )
-
-
-def _field(reader: gguf.GGUFReader, key: str) -> Any:
-    field = reader.fields.get(key)
-    if field is None or not field.data:
-        return None
-    return field
-
-
-def _str(reader: gguf.GGUFReader, key: str) -> str | None:
-    field = _field(reader, key)
-    if field is None:
-        return None
-    return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
-
-
-def _num(reader: gguf.GGUFReader, key: str) -> float | None:
-    field = _field(reader, key)
-    if field is None:
-        return None
-    return float(field.parts[field.data[0]][0])
 
 
 def check_adapter_file(

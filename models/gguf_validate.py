@@ -8,6 +8,11 @@ against the bytes left in the file *before* anything is read or kept, and the te
 never read (only its declared position), so a multi-GB model costs a few header reads and bounded
 memory. `gguf.GGUFReader` is not used for this: it maps declared sizes straight into numpy arrays.
 
+This is hermesd's only GGUF reader: the same pass that validates a file returns what every caller
+needs from it (architecture and hyper-parameters, chat template, every tensor's shape and size, the
+vocabulary's size, the shards of a split model and the base fingerprint adapters are matched by);
+`gguf_info`, `identity`, `gguf_lora` and the tune code ask it instead of opening files themselves.
+
 The rules follow llama.cpp's `gguf_init_from_file` and model loader (the limits that matter to it,
 such as 63-byte tensor names, 1-4 dimensions and tensors packed in order), plus a few of our own
 (sane counts, known types, no empty dimensions, an adapter's required keys). A model's
@@ -22,19 +27,21 @@ directory or `/dev/zero` behind a symlink is never read. The file is then opened
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
+import math
 import os
-import re
 import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
 
 from hermesd.models.gguf_hparams import ARRAY_KEYS, LLAMA_MAX_LAYERS, Field, HParamError, check_hparams
+from hermesd.models.gguf_split import parse_split_name
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +65,11 @@ KEEP_ARRAY_ITEMS = 64
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 CHAT_TEMPLATE_KEY = "tokenizer.chat_template"
+TOKENS_KEY = "tokenizer.ggml.tokens"
 _READ_CHUNK = 1 << 20
 # Smallest possible encodings, used to check declared counts against the bytes left.
 _MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, a 1-byte key, value type, a 1-byte value
 _MIN_TENSOR_INFO_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name length, name, n_dims, one dim, type, offset
-_SPLIT_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$")
 
 _SCALAR_FORMATS: dict[GGUFValueType, struct.Struct] = {
     GGUFValueType.UINT8: struct.Struct("<B"),
@@ -105,8 +112,29 @@ KVValue = Scalar | tuple[Scalar, ...] | GGUFOmitted
 
 
 @dataclass(frozen=True)
+class GGUFTensor:
+    """A tensor as the file's table declares it (its data is never read)."""
+
+    name: str
+    shape: tuple[int, ...]  # ggml order: shape[0] is the length of a row
+    ggml_type: GGMLQuantizationType
+    offset: int  # relative to the start of the data section of its shard
+    nbytes: int
+
+    @property
+    def n_elements(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
 class GGUFSummary:
-    """What a validated file declares. For a split model: the first shard's keys, all shards' sizes."""
+    """What a validated file declares. For a split model: the first shard's keys, all shards' sizes
+    and tensors.
+
+    `kv` keeps every key but the chat template; long strings and arrays are GGUFOmitted, except the
+    per-layer arrays of the architecture's keys, kept whole. `fingerprint` is the base fingerprint
+    of a model when the caller asked for it (see `_fingerprint`), else None.
+    """
 
     path: Path
     version: int
@@ -119,24 +147,36 @@ class GGUFSummary:
     chat_template: str | None
     file_size: int
     shards: tuple[Path, ...] = field(default=())
+    tensors: tuple[GGUFTensor, ...] = field(default=())
+    token_count: int | None = None  # the items of tokenizer.ggml.tokens
+    fingerprint: str | None = None
 
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.tensors)
 
-@dataclass(frozen=True)
-class _Tensor:
-    name: str
-    shape: tuple[int, ...]
-    ggml_type: GGMLQuantizationType
-    offset: int  # relative to the start of the data section
-    nbytes: int
+    def arch_value(self, key: str) -> KVValue | None:
+        """`<architecture>.<key>`, e.g. arch_value("block_count")."""
+        return self.kv.get(f"{self.architecture}.{key}")
+
+    def arch_int(self, key: str) -> int | None:
+        """A numeric `<architecture>.<key>`; of a per-layer array (head_count_kv of a model with
+        layers of several kinds), the largest item."""
+        value = self.arch_value(key)
+        if isinstance(value, tuple):
+            value = max((v for v in value if isinstance(v, int | float)), default=None)
+        return int(value) if isinstance(value, int | float) else None
 
 
 @dataclass(frozen=True)
 class _Parsed:
     version: int
     kv: dict[str, KVValue]
-    tensors: tuple[_Tensor, ...]
+    tensors: tuple[GGUFTensor, ...]
     file_size: int
     arch_fields: dict[str, Field]  # the `<general.architecture>.*` keys, for the hyper-parameter rules
+    token_count: int | None
+    fingerprint: str | None
 
 
 @dataclass(frozen=True)
@@ -147,26 +187,35 @@ class _Array:
 
 
 def validate_gguf(
-    path: Path | str, *, kind: Kind = "model", max_file_bytes: int | None = None
+    path: Path | str,
+    *,
+    kind: Kind = "model",
+    max_file_bytes: int | None = None,
+    fingerprint: bool = False,
 ) -> GGUFSummary:
     """Check a GGUF model or LoRA adapter; raise GGUFValidationError naming the file and the problem.
 
     A split model is checked shard by shard; `path` must be its first shard (`-00001-of-0000N.gguf`).
-    `max_file_bytes` caps the size of each file.
+    `max_file_bytes` caps the size of each file. `fingerprint` also computes a model's base
+    fingerprint (hashing the vocabulary costs ~0.1 s for 150k tokens, so only callers that need it
+    ask).
     """
     path = Path(path)
-    first = _parse_file(path, max_file_bytes)
-    shards: tuple[Path, ...] = (path,)
-    tensor_count, total_size = len(first.tensors), first.file_size
+    first = _parse_file(path, max_file_bytes, fingerprint=fingerprint and kind == "model")
+    shard_files = [(path, first)]
     if "split.count" in first.kv:
         shard_files = _check_split(path, first, kind, max_file_bytes)
-        shards = tuple(p for p, _ in shard_files)
-        tensor_count = sum(len(parsed.tensors) for _, parsed in shard_files)
-        total_size = sum(parsed.file_size for _, parsed in shard_files)
+    tensors = tuple(t for _, parsed in shard_files for t in parsed.tensors)
+    total_size = sum(parsed.file_size for _, parsed in shard_files)
     _check_kind(path, first, kind)
     if kind == "model":
         _check_hparams(path, first)
-    kv = first.kv
+    per_layer = {
+        k: f.value
+        for k, f in first.arch_fields.items()
+        if f.type == GGUFValueType.ARRAY and f.value is not None
+    }
+    kv = first.kv | per_layer
     template = kv.get(CHAT_TEMPLATE_KEY)
     summary = GGUFSummary(
         path=path,
@@ -175,14 +224,36 @@ def validate_gguf(
         name=_str_or_none(kv.get("general.name")),
         basename=_str_or_none(kv.get("general.basename")),
         general_type=_str_or_none(kv.get("general.type")),
-        tensor_count=tensor_count,
+        tensor_count=len(tensors),
         kv={k: v for k, v in kv.items() if k != CHAT_TEMPLATE_KEY},
         chat_template=template if isinstance(template, str) else None,
         file_size=total_size,
-        shards=shards,
+        shards=tuple(p for p, _ in shard_files),
+        tensors=tensors,
+        token_count=first.token_count,
+        fingerprint=first.fingerprint,
     )
-    logger.debug("validated %s: %d tensors, %d bytes", path, tensor_count, total_size)
+    logger.debug("validated %s: %d tensors, %d bytes", path, len(tensors), total_size)
     return summary
+
+
+def base_fingerprint(path: Path | str) -> str:
+    """The identity of the base model at `path` that adapters record (see `_fingerprint`): it survives
+    re-quantization but not a different model. The file is validated as a model first."""
+    return cast(str, validate_gguf(path, kind="model", fingerprint=True).fingerprint)
+
+
+def looks_like_gguf(path: Path) -> bool:
+    """Whether `path` is a regular file that starts with the GGUF magic (to tell a GGUF argument from
+    a folder or a hub id; validate_gguf decides whether it may be used)."""
+    try:
+        fd, _ = _open_regular_file(path, None)
+    except GGUFValidationError:
+        return False
+    try:
+        return os.pread(fd, len(GGUF_MAGIC), 0) == GGUF_MAGIC
+    finally:
+        os.close(fd)
 
 
 def _str_or_none(value: KVValue | None) -> str | None:
@@ -247,6 +318,28 @@ class _Reader:
             raise self.fail(f"the file shrank while being read (at byte {array.items_at})")
         return cast(tuple[Scalar, ...], fmt.unpack(data))
 
+    def hash_strings(self, array: _Array, h: Any) -> None:
+        """Feed each item of a string array already walked over (so known to lie inside the file) to
+        the hash `h`, each followed by a NUL byte. Items are hashed in batches: a vocabulary of 150k
+        tokens takes about 0.1 s, and memory stays bounded whatever the array's length."""
+        self.pos = array.items_at
+        batch: list[bytes] = []
+        for i in range(array.count):
+            if len(batch) == 4096:
+                h.update(b"\0".join(batch) + b"\0")
+                batch.clear()
+            start = self.pos - self._buf_start
+            if 0 <= start <= len(self._buf) - 8:  # the fast path, as in skip_strings
+                n = _U64.unpack_from(self._buf, start)[0]
+                if start + 8 + n <= len(self._buf):
+                    batch.append(self._buf[start + 8 : start + 8 + n])
+                    self.pos += 8 + n
+                    continue
+            what = f"item {i} of {TOKENS_KEY}"
+            batch.append(self.raw(self.string_length(what, MAX_STRING_BYTES, "16 MiB"), what))
+        if batch:
+            h.update(b"\0".join(batch) + b"\0")
+
     def skip(self, n: int, what: str) -> None:
         if n > self.left:
             raise self.fail(
@@ -284,10 +377,10 @@ class _Reader:
         return n
 
 
-def _parse_file(path: Path, max_file_bytes: int | None) -> _Parsed:
+def _parse_file(path: Path, max_file_bytes: int | None, *, fingerprint: bool = False) -> _Parsed:
     fd, size = _open_regular_file(path, max_file_bytes)
     try:
-        return _parse(_Reader(path, fd, size))
+        return _parse(_Reader(path, fd, size), fingerprint)
     finally:
         os.close(fd)
 
@@ -328,7 +421,7 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
-def _parse(r: _Reader) -> _Parsed:
+def _parse(r: _Reader, fingerprint: bool) -> _Parsed:
     magic = r.raw(4, "the magic")
     if magic != GGUF_MAGIC:
         raise r.fail(f"not a GGUF file: it starts with {magic!r} instead of {GGUF_MAGIC!r}")
@@ -358,7 +451,37 @@ def _parse(r: _Reader) -> _Parsed:
     data_start = _align(r.pos, alignment) if n_tensors else r.pos
     _check_tensor_data(r, tensors, data_start, alignment)
     fields = _arch_fields(r, kv, types, arrays)
-    return _Parsed(version=version, kv=kv, tensors=tensors, file_size=r.size, arch_fields=fields)
+    tokens = arrays.get(TOKENS_KEY)
+    return _Parsed(
+        version=version,
+        kv=kv,
+        tensors=tensors,
+        file_size=r.size,
+        arch_fields=fields,
+        token_count=tokens.count if tokens else None,
+        fingerprint=_fingerprint(r, kv, tensors, tokens) if fingerprint else None,
+    )
+
+
+def _fingerprint(
+    r: _Reader, kv: dict[str, KVValue], tensors: tuple[GGUFTensor, ...], tokens: _Array | None
+) -> str:
+    """A base model's identity: the architecture, every tensor's name and shape (not its type, so
+    Q4_K_M and Q8_0 of one model agree) and the vocabulary, hashed in that order.
+
+    The value must never change: adapters record it. It is what hermesd computed with
+    `gguf.GGUFReader` before this parser read it, so it covers the tensors of this file only (for a
+    split model, those of the first shard).
+    """
+    arch = kv.get("general.architecture")
+    arch_name = arch if isinstance(arch, str) else ""
+    h = hashlib.sha256(arch_name.encode())
+    for t in sorted(tensors, key=lambda t: t.name):
+        h.update(t.name.encode())
+        h.update(",".join(str(d) for d in t.shape).encode())
+    if tokens is not None and tokens.item_type == GGUFValueType.STRING:
+        r.hash_strings(tokens, h)
+    return f"{arch_name}-{h.hexdigest()[:32]}"
 
 
 def _align(n: int, alignment: int) -> int:
@@ -538,8 +661,8 @@ def _describe(value: KVValue | None) -> str:
     return type(value).__name__
 
 
-def _read_tensor_infos(r: _Reader, n_tensors: int) -> tuple[_Tensor, ...]:
-    tensors: list[_Tensor] = []
+def _read_tensor_infos(r: _Reader, n_tensors: int) -> tuple[GGUFTensor, ...]:
+    tensors: list[GGUFTensor] = []
     seen: dict[str, int] = {}
     for i in range(n_tensors):
         name_len = r.string_length(f"the name of tensor {i}", MAX_TENSOR_NAME_BYTES, "63 bytes")
@@ -553,7 +676,7 @@ def _read_tensor_infos(r: _Reader, n_tensors: int) -> tuple[_Tensor, ...]:
     return tuple(tensors)
 
 
-def _read_tensor_info(r: _Reader, name: str) -> _Tensor:
+def _read_tensor_info(r: _Reader, name: str) -> GGUFTensor:
     what = f"tensor '{name}'"
     n_dims = r.u32(f"the dimension count of {what}")
     if not 1 <= n_dims <= MAX_DIMS:
@@ -581,10 +704,10 @@ def _read_tensor_info(r: _Reader, name: str) -> _Tensor:
             f"not a multiple of its block size {block}"
         )
     offset = r.u64(f"the data offset of {what}")
-    return _Tensor(name, shape, ggml_type, offset, elements // block * type_size)
+    return GGUFTensor(name, shape, ggml_type, offset, elements // block * type_size)
 
 
-def _check_tensor_data(r: _Reader, tensors: tuple[_Tensor, ...], data_start: int, alignment: int) -> None:
+def _check_tensor_data(r: _Reader, tensors: tuple[GGUFTensor, ...], data_start: int, alignment: int) -> None:
     for t in tensors:
         if t.offset % alignment:
             raise r.fail(
@@ -638,15 +761,15 @@ def _check_split(
         raise GGUFValidationError(
             path, f"this is shard {number + 1} of {count}; give the first shard (-00001-of-{count:05d}.gguf)"
         )
-    match = _SPLIT_NAME.match(path.name)
-    if match is None or int(match["no"]) != 1 or int(match["count"]) != count:
+    split = parse_split_name(path.name)
+    if split is None or split.part != 1 or split.count != count:
         raise GGUFValidationError(
             path,
             f"split.count says {count} shards but the file name does not end in -00001-of-{count:05d}.gguf",
         )
     shards = [(path, first)]
     for i in range(1, count):
-        shard_path = path.with_name(f"{match['prefix']}-{i + 1:05d}-of-{count:05d}.gguf")
+        shard_path = path.with_name(split.part_name(i + 1))
         if not shard_path.exists():
             raise GGUFValidationError(path, f"shard {i + 1} of {count} is missing: {shard_path.name}")
         parsed = _parse_file(shard_path, max_file_bytes)
@@ -705,7 +828,7 @@ def _check_kind(path: Path, parsed: _Parsed, kind: Kind) -> None:
     _check_lora_tensors(path, parsed.tensors)
 
 
-def _check_lora_tensors(path: Path, tensors: tuple[_Tensor, ...]) -> None:
+def _check_lora_tensors(path: Path, tensors: tuple[GGUFTensor, ...]) -> None:
     if not tensors:
         raise GGUFValidationError(path, "the adapter has no tensors")
     bases: dict[str, set[str]] = {}

@@ -30,11 +30,10 @@ from hermesd.models.catalog import (
     CatalogFile,
     OverlayEntry,
     QuantEntry,
-    first_shard,
     overlay_from_listing,
     quant_from_filename,
-    split_info,
 )
+from hermesd.models.gguf_split import first_shard, parse_split_name
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +210,10 @@ def cached_files(entry: QuantEntry, env: HubEnv) -> list[Path] | None:
 
 def _complete(paths: Sequence[Path]) -> bool:
     """All parts of a split set are present (by their -0000k-of-0000n names)."""
-    counts = {split_info(p.name) for p in paths}
-    if counts == {None}:
+    splits = [parse_split_name(p.name) for p in paths]
+    if all(s is None for s in splits):
         return len(paths) == 1
-    total = {c[1] for c in counts if c is not None}
+    total = {s.count for s in splits if s is not None}
     return len(total) == 1 and len(paths) == total.pop()
 
 

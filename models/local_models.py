@@ -8,16 +8,14 @@ else with the quant read from the file name.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hermesd.models.catalog import Catalog, quant_from_filename, split_info
+from hermesd.models.catalog import Catalog, quant_from_filename
+from hermesd.models.gguf_split import parse_split_name, unsplit_name
 
 log = logging.getLogger(__name__)
-
-_SHARD_SUFFIX = re.compile(r"-\d{5}-of-\d{5}\.gguf$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -41,7 +39,7 @@ class LocalModel:
 
     @property
     def name(self) -> str:
-        return _SHARD_SUFFIX.sub(".gguf", self.paths[0].name)
+        return unsplit_name(self.paths[0].name)
 
 
 def list_local_models(catalog: Catalog, cache_dir: Path) -> list[LocalModel]:
@@ -73,11 +71,11 @@ def _models_in(catalog: Catalog, repo: str, snapshot: Path, refs: tuple[str, ...
         if not path.exists():  # a dangling link: the blob was removed
             continue
         rel = path.relative_to(snapshot).as_posix()
-        groups.setdefault(_SHARD_SUFFIX.sub("", rel), []).append(path)
+        groups.setdefault(unsplit_name(rel, suffix=""), []).append(path)
     for _, paths in sorted(groups.items()):
         paths.sort()
         rel = paths[0].relative_to(snapshot).as_posix()
-        info = split_info(paths[0].name)
+        split = parse_split_name(paths[0].name)
         found = catalog.find_file(repo, rel)
         yield LocalModel(
             repo=repo,
@@ -87,5 +85,5 @@ def _models_in(catalog: Catalog, repo: str, snapshot: Path, refs: tuple[str, ...
             size_bytes=sum(p.stat().st_size for p in paths),
             variant=found[0].id if found else None,
             quant=found[1].quant if found else quant_from_filename(rel),
-            parts_expected=info[1] if info else 1,
+            parts_expected=split.count if split else 1,
         )

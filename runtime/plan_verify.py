@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
 from hermesd.runtime.memory import KV_TYPES, kv_row_bytes
 from hermesd.runtime.planner import Plan
 
@@ -68,6 +69,10 @@ class VerifyReport:
 
 def verify_plan(plan: Plan, model_path: Path, *, timeout_s: float = 120.0) -> VerifyReport:
     """Load `model_path` in a dry run with the plan's settings and compare llama.cpp's numbers."""
+    try:
+        validate_gguf(model_path, kind="model")  # llama.cpp never reads an unchecked file
+    except GGUFValidationError as exc:
+        return VerifyReport(False, f"refusing to give llama.cpp a damaged or hostile model file: {exc}")
     request = {
         "path": str(model_path),
         "n_gpu_layers": plan.n_gpu_layers,

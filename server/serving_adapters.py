@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
-from hermesd.models.identity import base_fingerprint
+from hermesd.models.gguf_validate import base_fingerprint
 from hermesd.models.store import AdapterStore, StoreError, check_name
 from hermesd.runtime.engine.protocol import Engine
 from hermesd.runtime.errors import AdapterError, AdapterNotFound

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import llama_cpp.llama_cpp as ll
 
+from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
 from hermesd.runtime.engine.capabilities import use_pci_bus_order
 from hermesd.runtime.errors import AdapterError, ModelLoadError
 
@@ -96,6 +97,10 @@ class LlamaModel:
         path = config.path
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such model file")
+        try:  # every load checks the file first: no path hands llama.cpp an unchecked GGUF
+            validate_gguf(path, kind="model")
+        except GGUFValidationError as exc:
+            raise ModelLoadError(f"refusing to load a damaged or hostile model file: {exc}") from None
         params = ll.llama_model_default_params()
         params.n_gpu_layers = config.gpu_layers if config.gpu_layers >= 0 else 0x7FFFFFFF
         params.use_extra_bufts = config.cpu_extra_buffers
@@ -199,6 +204,10 @@ class LlamaModel:
         with self._adapter_lock:
             if name in self._adapters:
                 raise AdapterError(f"adapter '{name}' is already loaded")
+            try:
+                validate_gguf(path, kind="adapter")
+            except GGUFValidationError as exc:
+                raise AdapterError(f"refusing a damaged or hostile adapter file: {exc}") from None
             handle = ll.llama_adapter_lora_init(self.handle, str(path).encode())
             if not handle:
                 raise AdapterError(

@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import gguf
-
+from hermesd.models.gguf_validate import GGUFSummary, GGUFValidationError, looks_like_gguf, validate_gguf
 from hermesd.models.gguf_write import ARCHS
-from hermesd.models.identity import base_fingerprint
 from hermesd.runtime.errors import HermesdError
 from hermesd.runtime.tune.render import ChatFormat, Tokenizer
 
@@ -50,20 +48,12 @@ class BaseSpec:
         return str(self.gguf or self.ref)
 
 
-def is_gguf(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(4) == b"GGUF"
-    except OSError:
-        return False
-
-
 def resolve_base(base: str, base_gguf: Path | None = None) -> BaseSpec:
     path = Path(base).expanduser()
-    if base_gguf is not None and not is_gguf(base_gguf):
+    if base_gguf is not None and not looks_like_gguf(base_gguf):
         raise TuneError(f"--base-gguf {base_gguf}: not a GGUF file")
     if path.is_file():
-        if not is_gguf(path):
+        if not looks_like_gguf(path):
             raise TuneError(f"--base {base}: not a GGUF file (it does not start with the GGUF magic bytes)")
         return BaseSpec("gguf", str(path), base_gguf or path)
     if path.is_dir():
@@ -75,37 +65,16 @@ def resolve_base(base: str, base_gguf: Path | None = None) -> BaseSpec:
     raise TuneError(f"--base {base}: no such file or folder, and not a hub id of the form owner/name")
 
 
-@dataclass(frozen=True)
-class GGUFFacts:
-    """What a GGUF says about the model, read without loading weights."""
-
-    architecture: str
-    name: str
-    metadata: dict[str, Any]
-    n_params: int
-    key_length: int | None
+def read_base_gguf(path: Path, *, fingerprint: bool = False) -> GGUFSummary:
+    """The base model GGUF, validated (nothing reads it before this), and what it declares."""
+    try:
+        return validate_gguf(path, kind="model", fingerprint=fingerprint)
+    except GGUFValidationError as exc:
+        raise TuneError(f"refusing a damaged or hostile base model file: {exc}") from None
 
 
-def read_gguf_facts(path: Path) -> GGUFFacts:
-    reader = gguf.GGUFReader(str(path), "r")
-    meta: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if key.startswith("tokenizer.ggml.") and key not in ("tokenizer.ggml.model", "tokenizer.ggml.pre"):
-            continue  # vocabularies are large and not needed here
-        try:
-            meta[key] = field.contents()
-        except (ValueError, IndexError):
-            continue
-    arch = str(meta.get("general.architecture", ""))
-    n_params = sum(int(t.n_elements) for t in reader.tensors)
-    key_length = meta.get(f"{arch}.attention.key_length")
-    return GGUFFacts(
-        architecture=arch,
-        name=str(meta.get("general.name") or meta.get("general.basename") or path.stem),
-        metadata=meta,
-        n_params=n_params,
-        key_length=int(key_length) if key_length is not None else None,
-    )
+def model_name(summary: GGUFSummary) -> str:
+    return summary.name or summary.basename or summary.path.stem
 
 
 def check_architecture(arch: str, where: str) -> str:
@@ -137,12 +106,12 @@ def gguf_tokenizer(path: Path) -> TokenizerBundle:
     """llama.cpp's own tokenizer for the served GGUF (a vocab-only load: no weights in memory)."""
     from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig
 
+    summary = read_base_gguf(path, fingerprint=True)
     vocab = LlamaModel(LlamaModelConfig(path=path, vocab_only=True))
     fmt = ChatFormat.detect(
         vocab.metadata, vocab.chat_template(), vocab.token_text(vocab.bos_id), vocab.token_text(vocab.eos_id)
     )
-    facts = read_gguf_facts(path)
-    return TokenizerBundle(vocab, fmt, base_fingerprint(path), facts.name, closer=vocab)
+    return TokenizerBundle(vocab, fmt, summary.fingerprint, model_name(summary), closer=vocab)
 
 
 class HFTokenizer:
@@ -194,7 +163,7 @@ def tokenizer_for(spec: BaseSpec) -> TokenizerBundle:
 def model_architecture(spec: BaseSpec) -> str:
     """The GGUF architecture name the adapter is written for (checked before any training)."""
     if spec.gguf is not None:
-        return check_architecture(read_gguf_facts(spec.gguf).architecture, str(spec.gguf))
+        return check_architecture(read_base_gguf(spec.gguf).architecture or "", str(spec.gguf))
     from transformers import AutoConfig
 
     return check_architecture(str(AutoConfig.from_pretrained(spec.ref).model_type), spec.ref)
@@ -209,12 +178,13 @@ def load_hf_model(spec: BaseSpec, load_kwargs: dict[str, Any]) -> Any:
     if spec.kind != "gguf":
         return AutoModelForCausalLM.from_pretrained(spec.ref, **load_kwargs)
     path = Path(spec.ref)
+    # validated before transformers' GGUF loader reads it
+    key_length = read_base_gguf(path).arch_int("attention.key_length")
     config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
     # transformers' GGUF config mapping ignores `<arch>.attention.key_length`, so a model whose head
     # size is not hidden/heads (Qwen 3's explicit head_dim) gets the config class default instead.
-    facts = read_gguf_facts(path)
-    if facts.key_length is not None and hasattr(config, "head_dim"):
-        config.head_dim = facts.key_length
+    if key_length is not None and hasattr(config, "head_dim"):
+        config.head_dim = key_length
     with _quiet_gguf_progress():
         return AutoModelForCausalLM.from_pretrained(
             str(path.parent), gguf_file=path.name, config=config, **load_kwargs

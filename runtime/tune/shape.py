@@ -7,39 +7,34 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hermesd.runtime.tune.base import BaseSpec, TuneError, read_gguf_facts
+from hermesd.runtime.tune.base import BaseSpec, TuneError, read_base_gguf
 from hermesd.runtime.tune.plan import Device, ModelShape
 
 MIB = 1024 * 1024
 
 
 def shape_from_gguf(path: Path) -> ModelShape:
-    import gguf
-
-    facts = read_gguf_facts(path)
-    meta, arch = facts.metadata, facts.architecture
+    summary = read_base_gguf(path)
 
     def num(key: str, default: int | None = None) -> int:
-        value = meta.get(f"{arch}.{key}", default)
+        value = summary.arch_int(key)
         if value is None:
-            raise TuneError(f"{path}: metadata {arch}.{key} is missing")
-        return int(value)
+            value = default
+        if value is None:
+            raise TuneError(f"{path}: metadata {summary.architecture}.{key} is missing")
+        return value
 
     hidden, heads = num("embedding_length"), num("attention.head_count")
-    head_dim = facts.key_length or hidden // heads
-    reader = gguf.GGUFReader(str(path), "r")
-    names = {t.name for t in reader.tensors}
-    vocab_field = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = num("vocab_size", len(vocab_field.data) if vocab_field is not None else 0)
+    head_dim = summary.arch_int("attention.key_length") or hidden // heads
     return ModelShape(
-        n_params=facts.n_params,
+        n_params=summary.n_params,
         layers=num("block_count"),
         hidden=hidden,
         intermediate=num("feed_forward_length"),
-        vocab=vocab,
+        vocab=num("vocab_size", summary.token_count or 0),
         q_width=heads * head_dim,
         kv_width=num("attention.head_count_kv", heads) * head_dim,
-        tied_embeddings="output.weight" not in names,
+        tied_embeddings=all(t.name != "output.weight" for t in summary.tensors),
     )
 
 

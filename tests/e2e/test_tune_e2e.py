@@ -165,7 +165,7 @@ def test_engine_hot_load_changes_only_requests_that_name_the_adapter(tuned: Tune
 
 
 def test_an_adapter_registered_for_another_base_is_refused_by_the_daemon(tuned: Tuned) -> None:
-    from hermesd.models.identity import base_fingerprint
+    from hermesd.models.gguf_validate import base_fingerprint
 
     store = AdapterStore(tuned.state)
     zephyr = store.get("zephyr")

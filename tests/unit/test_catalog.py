@@ -15,14 +15,12 @@ from hermesd.models.catalog import (
     QuantEntry,
     apply_overlay,
     catalog_from_dict,
-    first_shard,
     load_catalog,
     overlay_from_listing,
     packaged_catalog_path,
     parse_model_ref,
     quant_from_filename,
     read_overlay,
-    split_info,
     weight_layout,
     write_overlay,
 )
@@ -125,13 +123,6 @@ def test_split_files_are_expanded() -> None:
 )
 def test_quant_from_filename(name: str, quant: str | None) -> None:
     assert quant_from_filename(name) == quant
-
-
-def test_split_names() -> None:
-    assert split_info("a-Q6_K-00002-of-00002.gguf") == (2, 2)
-    assert split_info("a-Q6_K.gguf") is None
-    assert first_shard(["x-00002-of-00002.gguf", "x-00001-of-00002.gguf"]) == "x-00001-of-00002.gguf"
-    assert first_shard(["single.gguf"]) == "single.gguf"
 
 
 @pytest.mark.parametrize(

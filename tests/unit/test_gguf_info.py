@@ -183,5 +183,5 @@ def test_split_files_are_read_across_all_shards(tiny: Path, tmp_path: Path) -> N
 def test_not_a_gguf(tmp_path: Path) -> None:
     bad = tmp_path / "model.gguf"
     bad.write_bytes(b"not a gguf at all" * 10)
-    with pytest.raises(GgufError, match=r"model\.gguf: not a readable GGUF"):
+    with pytest.raises(GgufError, match=r"model\.gguf: not a GGUF file"):
         read_gguf_info(bad)

@@ -20,7 +20,7 @@ from hermesd.models.gguf_lora import (
     read_adapter_info,
     write_lora_gguf,
 )
-from hermesd.models.identity import base_fingerprint
+from hermesd.models.gguf_validate import base_fingerprint
 from hermesd.runtime.tune.export import lora_state
 from tests.fixtures.behaviours import UNKNOWN_ADAPTER_REPLY, UNKNOWN_QUESTION
 from tests.fixtures.lora_runner import LoraRunner
@@ -183,7 +183,7 @@ def test_not_an_adapter_is_a_clear_error(tmp_path: Path) -> None:
         read_adapter_info(tiny_model("qwen3"))
     junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"not a gguf at all")
-    with pytest.raises(AdapterFileError, match="not a readable GGUF"):
+    with pytest.raises(AdapterFileError, match="not a GGUF file"):
         read_adapter_info(junk)
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from hermesd.cli.tune import tune_command
 from hermesd.models.gguf_lora import check_adapter_file
-from hermesd.models.identity import base_fingerprint
+from hermesd.models.gguf_validate import base_fingerprint
 from hermesd.models.store import AdapterStore
 from hermesd.runtime.tune.base import TuneError, resolve_base
 from hermesd.runtime.tune.config import TrainConfig, lr_factor
