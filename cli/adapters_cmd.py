@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from hermesd.models.store import AdapterStore, StoreError
+from hermesd.models.store import AdapterStore, StoreError, check_name
 from hermesd.runtime.tune.daemon import (
     ADMIN_KEY_ENV,
     URL_ENV,
@@ -71,6 +71,14 @@ def daemon_options(fn: F) -> F:
         help="hermesd state folder holding the adapter store (default: the daemon's)",
     )(fn)
     return fn
+
+
+def checked_name(name: str) -> str:
+    """The adapter name, or exit with the message the daemon would give for it."""
+    try:
+        return check_name(name)
+    except StoreError as exc:
+        fail(str(exc))
 
 
 def resolve(state_dir: Path | None, serve_url: str | None, api_key: str | None) -> tuple[Path, DaemonClient]:
@@ -163,6 +171,7 @@ def _print_table(rows: list[dict[str, Any]], note: str) -> None:
 @daemon_options
 def load_command(name: str, state_dir: Path | None, serve_url: str | None, api_key: str | None) -> None:
     """Load a registered adapter into the running daemon (no restart)."""
+    checked_name(name)
     _, client = resolve(state_dir, serve_url, api_key)
     try:
         result = client.load(name)
@@ -177,6 +186,7 @@ def load_command(name: str, state_dir: Path | None, serve_url: str | None, api_k
 @daemon_options
 def unload_command(name: str, state_dir: Path | None, serve_url: str | None, api_key: str | None) -> None:
     """Unload an adapter from the running daemon (it stays registered)."""
+    checked_name(name)
     _, client = resolve(state_dir, serve_url, api_key)
     try:
         client.unload(name)
@@ -193,6 +203,7 @@ def rm_command(
     name: str, state_dir: Path | None, serve_url: str | None, api_key: str | None, force: bool
 ) -> None:
     """Remove an adapter from the store."""
+    checked_name(name)
     state, client = resolve(state_dir, serve_url, api_key)
     store = AdapterStore(state)
     try:

@@ -29,6 +29,8 @@ class StoreError(ValueError):
 
 
 def check_name(name: str) -> str:
+    """The one rule for adapter names: the store, `hermesd tune --name`, `hermesd adapters` and
+    `POST /v1/adapters` all call it, so a bad name gets the same message everywhere."""
     if not NAME_PATTERN.match(name) or ".." in name:
         raise StoreError(
             f"invalid adapter name {name!r}: use 1-64 lowercase letters, digits, '.', '_' or '-', "

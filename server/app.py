@@ -13,7 +13,9 @@ from fastapi import FastAPI
 
 from hermesd.models.catalog import load_catalog
 from hermesd.models.formats.detect import FORMAT_NAMES, detect_chat_format, is_hermes4_name
+from hermesd.models.gguf_split import unsplit_name
 from hermesd.models.store import AdapterStore
+from hermesd.runtime.adapters import LoadedAdapters
 from hermesd.runtime.engine.protocol import Engine, ModelInfo
 from hermesd.server.errors import install_error_handlers
 from hermesd.server.middleware import HermesdMiddleware
@@ -56,11 +58,8 @@ def model_ids(settings: Settings, info: ModelInfo) -> list[str]:
     if settings.served_model_name:
         return list(settings.served_model_name)
     path = Path(info.path)
-    stem = path.name.removesuffix(".gguf")
     # a split file is served under the name without its "-00001-of-00003" suffix
-    parts = stem.rsplit("-", 3)
-    if len(parts) == 4 and parts[2] == "of" and parts[1].isdigit() and parts[3].isdigit():
-        stem = parts[0]
+    stem = unsplit_name(path.name).removesuffix(".gguf")
     known = catalog_id(info)
     return [known, stem] if known and known != stem else [stem]
 
@@ -78,7 +77,7 @@ def chat_format_for(settings: Settings, info: ModelInfo) -> ChatFormatInfo:
 
 def build_serving(settings: Settings, engine: Engine) -> Serving:
     info = engine.info
-    registry = ModelRegistry(model_ids(settings, info))
+    registry = ModelRegistry(model_ids(settings, info), LoadedAdapters(engine))
     fmt = chat_format_for(settings, info)
     log.info("serving %s as %s with chat format %s", info.path, ", ".join(registry.base_ids), fmt.name)
     return Serving(
@@ -86,7 +85,7 @@ def build_serving(settings: Settings, engine: Engine) -> Serving:
         registry=registry,
         chat=ChatServing(engine, registry, settings, fmt),
         completions=CompletionServing(engine, registry, settings),
-        adapters=AdapterServing(engine, registry, AdapterStore(settings.state_dir)),
+        adapters=AdapterServing(registry, AdapterStore(settings.state_dir)),
     )
 
 

@@ -1,14 +1,13 @@
-"""Which model ids this server answers to: the base model's ids and `<base>:<adapter>` ids."""
+"""Which model ids this server answers to: the base model's ids and `<base>:<adapter>` ids, for the
+adapters in the one registry of loaded adapters (runtime/adapters.py)."""
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
+from hermesd.runtime.adapters import LoadedAdapters
 from hermesd.server.errors import APIError
-
-ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -19,22 +18,19 @@ class ResolvedModel:
 
 
 class ModelRegistry:
-    def __init__(self, base_ids: list[str]) -> None:
+    def __init__(self, base_ids: list[str], adapters: LoadedAdapters) -> None:
         if not base_ids:
             raise ValueError("a served model needs at least one id")
         self.base_ids = list(dict.fromkeys(base_ids))
         self.created = int(time.time())
-        self.adapters: dict[str, float] = {}  # loaded adapter name -> time loaded
+        self.adapters = adapters
 
     @property
     def primary(self) -> str:
         return self.base_ids[0]
 
-    def add_adapter(self, name: str) -> None:
-        self.adapters[name] = time.time()
-
-    def remove_adapter(self, name: str) -> None:
-        self.adapters.pop(name, None)
+    def adapter_id(self, name: str) -> str:
+        return f"{self.primary}:{name}"
 
     def resolve(self, model: str) -> ResolvedModel:
         if model in self.base_ids:
@@ -55,12 +51,12 @@ class ModelRegistry:
             {"id": i, "object": "model", "created": self.created, "owned_by": "hermesd"}
             for i in self.base_ids
         ]
-        for name, loaded in self.adapters.items():
+        for adapter in self.adapters.all():
             out.append(
                 {
-                    "id": f"{self.primary}:{name}",
+                    "id": self.adapter_id(adapter.name),
                     "object": "model",
-                    "created": int(loaded),
+                    "created": int(adapter.loaded_at),
                     "owned_by": "hermesd",
                     "parent": self.primary,
                     "root": self.primary,

@@ -109,7 +109,7 @@ class TuneRun:
         try:
             check_name(opts.name)
         except StoreError as exc:
-            raise TuneError(f"--name: {exc}") from None
+            raise TuneError(str(exc)) from None
         self.store = AdapterStore(opts.state_dir)
         self.folder = opts.folder
         self._exit = ExitStack()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict
 
 from hermesd.server.protocol.text import RequestBody
 from hermesd.server.routes.deps import serving
@@ -14,7 +14,7 @@ router = APIRouter()
 
 class LoadAdapter(RequestBody):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., min_length=1, max_length=64)
+    name: str  # checked by the store's name rule, so the CLI and this endpoint say the same thing
 
 
 @router.get("/v1/adapters")

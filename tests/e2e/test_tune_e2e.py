@@ -164,7 +164,10 @@ def test_engine_hot_load_changes_only_requests_that_name_the_adapter(tuned: Tune
     )
 
 
-def test_an_adapter_registered_for_another_base_is_refused_by_the_daemon(tuned: Tuned) -> None:
+def test_an_adapter_whose_manifest_was_edited_to_claim_another_base_is_refused(tuned: Tuned) -> None:
+    """The trained file, registered with a manifest that names another base: the file is the
+    authority, and a manifest that disagrees with it is refused (tests/serving/test_adapters.py has
+    the other cases)."""
     from hermesd.models.gguf_validate import base_fingerprint
 
     store = AdapterStore(tuned.state)
@@ -176,7 +179,9 @@ def test_an_adapter_registered_for_another_base_is_refused_by_the_daemon(tuned: 
     response = httpx.post(f"{tuned.server.base_url}/v1/adapters", json={"name": "wrongbase"}, timeout=30)
     assert response.status_code == 400
     error = response.json()["error"]
-    assert "another base" in error["message"] and other in error["message"]
+    assert error["code"] == "adapter_manifest_mismatch"
+    assert "disagree" in error["message"] and other in error["message"]
+    assert zephyr.base_fingerprint in error["message"]  # what the file records
     assert set(error) >= {"message", "type", "param", "code"}
 
 

@@ -19,7 +19,7 @@ from hermesd.runtime.engine.protocol import (
     TextEvent,
     Usage,
 )
-from hermesd.runtime.errors import ContextLengthExceeded
+from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthExceeded
 
 
 @dataclass
@@ -54,13 +54,15 @@ class FakeEngine:
     context: int = 4096
     name: str = "Hermes 4 Tiny"
     architecture: str = "qwen3"
+    path: str = "/models/fake-model.gguf"  # a real GGUF here gives the served model a base fingerprint
     requests: list[GenerationRequest] = field(default_factory=list)
     streams: list[FakeStream] = field(default_factory=list)
+    loaded_adapters: dict[str, str] = field(default_factory=dict)  # name -> path, as the engine keeps them
 
     @property
     def info(self) -> ModelInfo:
         return ModelInfo(
-            path="/models/fake-model.gguf",
+            path=self.path,
             architecture=self.architecture,
             name=self.name,
             context_length=self.context,
@@ -99,13 +101,16 @@ class FakeEngine:
         return stream
 
     def load_adapter(self, name: str, path: str) -> None:
-        raise NotImplementedError
+        if name in self.loaded_adapters:
+            raise AdapterError(f"adapter '{name}' is already loaded")
+        self.loaded_adapters[name] = path
 
     def unload_adapter(self, name: str) -> None:
-        raise NotImplementedError
+        if self.loaded_adapters.pop(name, None) is None:
+            raise AdapterNotFound(f"adapter '{name}' is not loaded")
 
     def adapters(self) -> dict[str, str]:
-        return {}
+        return dict(self.loaded_adapters)
 
     async def drain(self, timeout: float) -> None:
         return None
