@@ -1,4 +1,5 @@
-"""models/gguf_write.py: tensor names, the Llama q/k permutation, and files re-read with GGUFReader."""
+"""models/gguf_write.py (tensor names, the Llama q/k permutation, atomic writes) and the tests' model
+writer (tests/fixtures/gguf_model_writer.py), with files re-read by GGUFReader."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ import gguf
 import numpy as np
 import pytest
 
-from hermesd.models.gguf_write import (
-    GGUFWriteError,
+from hermesd.models.gguf_write import GGUFWriteError, hf_to_gguf_name, llama_permute_qk, write_atomically
+from tests.fixtures.gguf_model_writer import (
     TokenizerSpec,
     bpe_tokenizer_spec,
     encode_tensor,
-    hf_to_gguf_name,
-    llama_permute_qk,
     llama_unpermute_qk,
-    write_atomically,
     write_model_gguf,
 )
 
