@@ -192,7 +192,9 @@ def _engine(raw: Any, where: str) -> EngineSpec | None:
     backends = raw.get("backends", ["CPU"])
     archs = raw.get("cuda_archs", [])
     for key, value in (("backends", backends), ("cuda_archs", archs)):
-        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
+        if not isinstance(value, list) or not all(
+            isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value
+        ):
             raise HardwareProfileError(f"{where}.{key}: expected a list of strings")
     offload = raw.get("gpu_offload")
     if offload is not None and not isinstance(offload, bool):

@@ -187,3 +187,74 @@ def replace_engine(backends: tuple[str, ...], offload: bool, archs: tuple[str, .
     from hermesd.runtime.hardware import EngineSpec
 
     return EngineSpec(backends, offload, archs)
+
+
+def test_profile_engine_section_and_pci_bus_ids_round_trip(tmp_path: Path) -> None:
+    from hermesd.runtime.hardware import EngineSpec, hardware_from_dict, to_profile_json
+
+    data = {
+        "gpus": [{"name": "RTX 3090", "memory_total_mib": 24576, "pci_bus_id": "00000000:01:00.0"}],
+        "ram_total_mib": 65536,
+        "engine": {"backends": ["CUDA", "CPU"], "cuda_archs": ["86", 8.9]},
+    }
+    hw = hardware_from_dict(data)
+    assert hw.gpus[0].pci_bus_id == "00000000:01:00.0"
+    assert hw.engine == EngineSpec(("CUDA", "CPU"), True, ("86", "89"))  # gpu_offload follows the backends
+    again = hardware_from_dict(to_profile_json(hw))
+    assert again.engine == hw.engine and again.gpus == hw.gpus
+    assert hardware_from_dict({**data, "engine": {"backends": ["CPU"]}}).engine == EngineSpec(("CPU",), False)
+
+
+@pytest.mark.parametrize(
+    "engine,message",
+    [
+        ("CPU", "expected an object"),
+        ({"backends": "CPU"}, "engine.backends: expected a list"),
+        ({"backends": ["CUDA"], "gpu_offload": "yes"}, "engine.gpu_offload: expected true or false"),
+    ],
+)
+def test_bad_engine_sections_are_named(engine: object, message: str) -> None:
+    from hermesd.runtime.hardware import HardwareProfileError, hardware_from_dict
+
+    with pytest.raises(HardwareProfileError, match=message):
+        hardware_from_dict({"gpus": [], "ram_total_mib": 1024, "engine": engine})
+
+
+def test_discovery_reads_the_pci_bus_id_from_nvml() -> None:
+    from types import SimpleNamespace
+
+    from hermesd.runtime.hardware import discover
+
+    class Nvml:
+        NVML_CLOCK_MEM = 2
+
+        def nvmlInit(self) -> None: ...
+        def nvmlShutdown(self) -> None: ...
+        def nvmlSystemGetDriverVersion(self) -> str:
+            return "580.1"
+
+        def nvmlSystemGetCudaDriverVersion(self) -> int:
+            return 13000
+
+        def nvmlDeviceGetCount(self) -> int:
+            return 1
+
+        def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+            return i
+
+        def nvmlDeviceGetMemoryInfo(self, h: int) -> SimpleNamespace:
+            return SimpleNamespace(total=24 * GIB, free=23 * GIB)
+
+        def nvmlDeviceGetName(self, h: int) -> bytes:
+            return b"NVIDIA GeForce RTX 3090"
+
+        def nvmlDeviceGetCudaComputeCapability(self, h: int) -> tuple[int, int]:
+            return (8, 6)
+
+        def nvmlDeviceGetPciInfo(self, h: int) -> SimpleNamespace:
+            return SimpleNamespace(busId=b"00000000:41:00.0")
+
+    memory = SimpleNamespace(total=64 * GIB, available=60 * GIB)
+    ps = SimpleNamespace(virtual_memory=lambda: memory, cpu_count=lambda logical=True: 16)
+    hw = discover(nvml=Nvml(), psutil_module=ps)
+    assert hw.gpus[0].pci_bus_id == "00000000:41:00.0" and hw.cuda_version == "13.0"
