@@ -9,6 +9,7 @@ from rich.console import Console
 
 from hermesd.cli.autoplan import (
     UsageFailure,
+    engine_access,
     fetch,
     load_catalog_or_fail,
     load_hardware,
@@ -57,9 +58,13 @@ def pull_command(
             raise UsageFailure(str(exc)) from exc
     if quant is None:
         hw = load_hardware(hardware_file)
+        # the file `serve` would load: planned for the GPUs the engine can use (as `plan` does)
+        access = engine_access(hw, real_engine=False)
+        if access is not None and access.blocked:
+            err.print(access.banner(), markup=False)
         chosen = make_plan(
             catalog,
-            hw,
+            access.planning_hardware() if access is not None else hw,
             env,
             variant=variant,
             quant=None,

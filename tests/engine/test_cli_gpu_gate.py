@@ -105,3 +105,13 @@ def test_plan_with_a_cuda_engine_missing_the_architecture(tmp_path: Path) -> Non
         ).stdout
     )
     assert usable["engine"]["usable_gpus"] == [0, 1] and usable["n_gpu_layers"] > 0
+
+
+def test_pull_fetches_what_serve_would_load_for_the_engine(tmp_path: Path) -> None:
+    from hermesd.cli.pull import pull_command
+
+    path = profile(tmp_path, {"backends": ["CPU"]})
+    result = run(pull_command, "--hardware", str(path), "--offline")
+    assert "cannot use this machine's 2 GPU(s)" in result.stderr
+    # on the GPUs this profile would run 70B; on its CPU the fastest option, 14B
+    assert "plan for profile" in result.stderr and "hermes-4-14b Q4_K_M" in result.stderr
