@@ -221,9 +221,6 @@ class LlamaModel:
     def get_adapter(self, name: str) -> LoadedAdapter | None:
         return self._adapters.get(name)
 
-    def adapters(self) -> dict[str, LoadedAdapter]:
-        return dict(self._adapters)
-
     def free_adapter(self, name: str) -> None:
         """Free an adapter's memory. The caller guarantees no context still uses it."""
         with self._adapter_lock:

@@ -221,9 +221,6 @@ class LlamaCppEngine:
 
         self.scheduler.call(unload)
 
-    def adapters(self) -> dict[str, str]:
-        return {name: a.path for name, a in self.model.adapters().items()}
-
     def adapter_metadata(self, name: str) -> dict[str, str]:
         adapter = self.model.get_adapter(name)
         if adapter is None:

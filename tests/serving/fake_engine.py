@@ -109,9 +109,6 @@ class FakeEngine:
         if self.loaded_adapters.pop(name, None) is None:
             raise AdapterNotFound(f"adapter '{name}' is not loaded")
 
-    def adapters(self) -> dict[str, str]:
-        return dict(self.loaded_adapters)
-
     async def drain(self, timeout: float) -> None:
         return None
 
