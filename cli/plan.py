@@ -19,9 +19,10 @@ from hermesd.cli.autoplan import (
     make_plan,
 )
 from hermesd.models.hub import HubEnv, cached_files, first_file
+from hermesd.runtime.engine.context_settings import KV_TYPE_NAMES
 from hermesd.runtime.gpu_access import GpuAccess
 from hermesd.runtime.hardware import Hardware, to_profile_json
-from hermesd.runtime.memory import GIB, KV_TYPES
+from hermesd.runtime.memory import GIB
 from hermesd.runtime.plan_verify import VerifyReport, verify_plan
 from hermesd.runtime.planner import Plan, plan_to_json
 
@@ -141,7 +142,7 @@ def render_plan(
     default=None,
     help="sequences at once (default: the most, up to 4, that fit beside the model)",
 )
-@click.option("--kv-type", type=click.Choice(sorted(KV_TYPES)), default="f16", show_default=True)
+@click.option("--kv-type", type=click.Choice(KV_TYPE_NAMES), default="f16", show_default=True)
 @click.option("--prefer", type=click.Choice(["quality", "speed"]), default="quality", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--show-hardware", is_flag=True, help="only show the hardware (a profile with --json)")

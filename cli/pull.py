@@ -18,7 +18,7 @@ from hermesd.cli.autoplan import (
 from hermesd.cli.download_progress import RichDownloadProgress
 from hermesd.models.catalog import CatalogError, parse_model_ref
 from hermesd.models.hub import HubEnv, first_file
-from hermesd.runtime.memory import KV_TYPES
+from hermesd.runtime.engine.context_settings import KV_TYPE_NAMES
 
 
 @click.command("pull")
@@ -33,7 +33,7 @@ from hermesd.runtime.memory import KV_TYPES
     "--ctx", type=click.IntRange(256), default=None, help="context the plan must fit (default 16384)"
 )
 @click.option("--parallel", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--kv-type", type=click.Choice(sorted(KV_TYPES)), default="f16", show_default=True)
+@click.option("--kv-type", type=click.Choice(KV_TYPE_NAMES), default="f16", show_default=True)
 @click.option("--prefer", type=click.Choice(["quality", "speed"]), default="quality", show_default=True)
 @click.option("--offline", is_flag=True, help="only check the local cache (also HF_HUB_OFFLINE=1)")
 def pull_command(

@@ -2,14 +2,16 @@
 
 Pure functions of the architecture numbers. They follow what llama.cpp allocates:
 - KV cache: every layer stores K and V rows of `kv_heads x head_dim` elements for every cell;
-  cells = context x parallel sequences, padded to 256 like llama.cpp's n_ctx padding.
+  the cells and the KV type come from the ContextSettings serve runs with (context x parallel
+  sequences, padded to 256 like llama.cpp's n_ctx, in one unified stream).
 - compute buffer: the graph allocator reuses memory, so the peak is the largest live set of one
   micro-batch: the logits (n_ubatch x vocab floats) on the device holding the output layer, the
   gated FFN activations, or the attention scores without flash attention (n_ubatch x cells x heads
-  floats); plus what stays live through the whole graph: the f16 attention mask (n_ubatch x cells
-  of one sequence) and the residual stream. Checked against llama.cpp's reported "compute buffer
-  size" for a tiny Llama (tests/unit/test_gguf_info.py) across context, micro-batch, sequences and
-  flash attention (within 10 %); for Hermes-sized models the logits term dominates.
+  floats); plus what stays live through the whole graph: the f16 attention mask (n_ubatch x cells;
+  with the unified KV cache serve runs, the cells of all sequences) and the residual stream.
+  Checked against llama.cpp's reported KV and compute buffer sizes for the tiny test models
+  (tests/engine/test_context_settings.py: KV exactly, compute within 20 %, within 1 % with flash
+  attention); for Hermes-sized models the logits term dominates.
 """
 
 from __future__ import annotations
@@ -17,28 +19,19 @@ from __future__ import annotations
 import math
 
 from hermesd.models.catalog import Variant
+from hermesd.runtime.engine.context_settings import KV_CACHE_TYPES, ContextSettings, pad_cells
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-KV_PAD = 256
-# (bytes per block, elements per block) of the KV cache types llama.cpp accepts.
-KV_TYPES: dict[str, tuple[int, int]] = {
-    "f32": (4, 1),
-    "f16": (2, 1),
-    "bf16": (2, 1),
-    "q8_0": (34, 32),
-    "q4_0": (18, 32),
-}
 
 
 def kv_cells(context: int, parallel: int) -> int:
-    cells = context * parallel
-    return math.ceil(cells / KV_PAD) * KV_PAD
+    return pad_cells(context * parallel)
 
 
 def kv_row_bytes(kv_type: str, elements: int) -> int:
-    block_bytes, block_elems = KV_TYPES[kv_type]
-    return math.ceil(elements / block_elems) * block_bytes
+    kind = KV_CACHE_TYPES[kv_type]
+    return math.ceil(elements / kind.block_elements) * kind.block_bytes
 
 
 def kv_bytes_per_layer(variant: Variant, cells: int, kv_type: str) -> int:
@@ -46,10 +39,27 @@ def kv_bytes_per_layer(variant: Variant, cells: int, kv_type: str) -> int:
     return 2 * kv_row_bytes(kv_type, variant.kv_heads * variant.head_dim) * cells
 
 
+def kv_bytes(variant: Variant, settings: ContextSettings) -> int:
+    """The KV cache llama.cpp allocates for these settings, all layers (equal to its "KV buffer size")."""
+    return variant.layers * kv_bytes_per_layer(variant, settings.kv_cells, settings.kv_type)
+
+
+def compute_bytes(variant: Variant, settings: ContextSettings, *, with_output: bool) -> int:
+    """The compute buffer of one device for these settings; flash attention "auto" counts as on,
+    which is what llama.cpp's auto picks where the backend supports it."""
+    return compute_buffer_bytes(
+        variant,
+        n_ubatch=settings.n_ubatch,
+        cells=settings.attention_cells,
+        flash_attn=settings.flash_attn is not False,
+        with_output=with_output,
+    )
+
+
 def compute_buffer_bytes(
     variant: Variant, *, n_ubatch: int, cells: int, flash_attn: bool, with_output: bool
 ) -> int:
-    """Peak compute buffer of one device; `cells` is the KV length of ONE sequence."""
+    """Peak compute buffer of one device; `cells` is the KV length one micro-batch attends over."""
     f32 = 4
     # gate, up and their product, with the normed input and the residual alive
     ffn = n_ubatch * (3 * variant.intermediate_size + 2 * variant.hidden_size) * f32

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hermesd.models.catalog import Variant, WeightLayout
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.hardware import Hardware
 from hermesd.runtime.memory import (
     MIB,
-    compute_buffer_bytes,
+    compute_bytes,
     host_buffer_bytes,
     kv_bytes_per_layer,
-    kv_cells,
     largest_layer_tensor_bytes,
 )
 
@@ -30,11 +30,7 @@ from hermesd.runtime.memory import (
 class Budget:
     """The knobs of a placement that are not the model or the machine."""
 
-    context: int
-    parallel: int
-    kv_type: str
-    flash_attn: bool
-    n_ubatch: int
+    settings: ContextSettings  # the llama.cpp context serve will run
     gpu_margin_bytes: int
     cpu_margin_bytes: int
 
@@ -84,19 +80,12 @@ class Placement:
 
 def place(variant: Variant, layout: WeightLayout, hw: Hardware, budget: Budget) -> Placement:
     """Full GPU offload if it fits, else as many layers on the GPUs as fit and the rest in RAM."""
-    cells = kv_cells(budget.context, budget.parallel)
-    kv_layer = kv_bytes_per_layer(variant, cells, budget.kv_type)
+    cells = budget.settings.kv_cells
+    kv_layer = kv_bytes_per_layer(variant, cells, budget.settings.kv_type)
     costs = [w + kv_layer for w in layout.layer_bytes]
     n = len(costs)
-    # Each sequence attends over its own KV stream (llama.cpp's default, kv_unified off), so the
-    # attention scratch of a micro-batch scales with one sequence's context, not with all cells.
-    seq_cells = kv_cells(budget.context, 1)
-    comp_out = compute_buffer_bytes(
-        variant, n_ubatch=budget.n_ubatch, cells=seq_cells, flash_attn=budget.flash_attn, with_output=True
-    )
-    comp_mid = compute_buffer_bytes(
-        variant, n_ubatch=budget.n_ubatch, cells=seq_cells, flash_attn=budget.flash_attn, with_output=False
-    )
+    comp_out = compute_bytes(variant, budget.settings, with_output=True)
+    comp_mid = compute_bytes(variant, budget.settings, with_output=False)
     free = [g.memory_free_mib * MIB for g in hw.gpus]
 
     counts = _full_split(costs, layout.output_bytes, free, comp_mid, comp_out, budget.gpu_margin_bytes)
@@ -236,7 +225,7 @@ def _result(
         layers=cpu_layers,
         weights_bytes=cpu_weights,
         kv_bytes=cpu_layers * kv_layer,
-        compute_bytes=host_buffer_bytes(variant, n_ubatch=budget.n_ubatch) if full else comp_out,
+        compute_bytes=host_buffer_bytes(variant, n_ubatch=budget.settings.n_ubatch) if full else comp_out,
         margin_bytes=budget.cpu_margin_bytes,
         capacity_bytes=hw.ram_available_mib * MIB,
         holds_output=not full,

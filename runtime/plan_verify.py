@@ -19,19 +19,18 @@ import logging
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
-from hermesd.runtime.memory import KV_TYPES, kv_row_bytes
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.planner import Plan
 
 log = logging.getLogger(__name__)
 
 _COMPUTE_RE = re.compile(r"(\S+) compute buffer size =\s+([\d.]+) MiB")
 _KV_RE = re.compile(r"(\S+) KV buffer size =\s+([\d.]+) MiB")
-_GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
 
 
 @dataclass(frozen=True)
@@ -77,11 +76,7 @@ def verify_plan(plan: Plan, model_path: Path, *, timeout_s: float = 120.0) -> Ve
         "path": str(model_path),
         "n_gpu_layers": plan.n_gpu_layers,
         "tensor_split": list(plan.tensor_split),
-        "n_ctx": plan.n_ctx,
-        "n_seq_max": plan.parallel,
-        "n_ubatch": plan.n_ubatch,
-        "kv_type": plan.kv_type,
-        "flash_attn": plan.flash_attn,
+        "settings": asdict(plan.settings),
     }
     try:
         proc = subprocess.run(
@@ -107,8 +102,9 @@ def _compare(plan: Plan, r: dict[str, Any]) -> VerifyReport:
     e = plan.estimate
     measured_compute = sum(r["compute_mib"].values()) * 2**20 if r["compute_mib"] else None
     kv_measured = sum(r["kv_mib"].values()) * 2**20 if any(r["kv_mib"].values()) else None
+    settings = plan.settings
     kv_from_hparams = (
-        r["n_layer"] * 2 * kv_row_bytes(plan.kv_type, r["n_head_kv"] * r["head_dim"]) * _cells(r["n_ctx"])
+        r["n_layer"] * 2 * settings.kv_row_bytes(r["n_head_kv"] * r["head_dim"]) * settings.kv_cells
     )
     return VerifyReport(
         True,
@@ -129,10 +125,6 @@ def _compare(plan: Plan, r: dict[str, Any]) -> VerifyReport:
             ),
         ),
     )
-
-
-def _cells(n_ctx: int) -> int:
-    return -(-n_ctx // 256) * 256
 
 
 def _last_json(text: str) -> dict[str, Any] | None:
@@ -176,13 +168,7 @@ def _dry_run(req: dict[str, Any]) -> dict[str, Any]:
     model = ll.llama_model_load_from_file(req["path"].encode(), params)
     if not model:
         return {"available": False, "note": f"llama.cpp could not read {req['path']}"}
-    cparams = ll.llama_context_default_params()
-    cparams.n_ctx = int(req["n_ctx"])
-    cparams.n_seq_max = int(req["n_seq_max"])
-    cparams.n_batch = max(int(req["n_ubatch"]), int(req["n_seq_max"]))
-    cparams.n_ubatch = int(req["n_ubatch"])
-    cparams.type_k = cparams.type_v = _GGML_TYPES[req["kv_type"]]
-    cparams.flash_attn_type = 1 if req["flash_attn"] else 0
+    cparams = ContextSettings(**req["settings"]).fill(ll.llama_context_default_params())
     lines.clear()
     ctx = ll.llama_init_from_model(model, cparams)
     if not ctx:
@@ -225,9 +211,6 @@ def _per_device(pattern: re.Pattern[str], lines: list[str]) -> dict[str, float]:
 
 def main() -> None:
     req = json.loads(sys.stdin.read())
-    if req.get("kv_type") not in KV_TYPES:
-        print(json.dumps({"available": False, "note": f"unknown KV type {req.get('kv_type')!r}"}))
-        return
     print(json.dumps(_dry_run(req)), flush=True)
 
 

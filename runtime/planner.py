@@ -31,8 +31,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from hermesd.models.catalog import Catalog, QuantEntry, Variant, WeightLayout, weight_layout
+from hermesd.runtime.engine.context_settings import ContextSettings, kv_type_problem
 from hermesd.runtime.hardware import Hardware
-from hermesd.runtime.memory import GIB, KV_TYPES, MIB, gib
+from hermesd.runtime.memory import GIB, MIB, gib
 from hermesd.runtime.placement import Budget, Placement, place
 
 Prefer = Literal["quality", "speed"]
@@ -56,7 +57,7 @@ class PlanRequest:
     kv_type: str = "f16"
     prefer: Prefer = "quality"
     flash_attn: bool = True
-    n_ubatch: int = 512
+    batch_size: int = 512
     min_tok_s: float = 10.0
     # CUDA context, cuBLAS workspace and allocator slack of our process on each GPU used
     # (~300-400 MiB in llama.cpp runs) on top of the profile's free memory.
@@ -123,6 +124,13 @@ class Plan:
         """llama.cpp's n_ctx: every parallel sequence gets `context` tokens."""
         return self.context * self.parallel
 
+    @property
+    def settings(self) -> ContextSettings:
+        """The llama.cpp context serve runs for this plan (and `plan --verify` checks)."""
+        return ContextSettings(
+            ctx=self.context, parallel=self.parallel, kv_type=self.kv_type, flash_attn=self.flash_attn
+        )
+
 
 @dataclass(frozen=True)
 class NoFit:
@@ -174,11 +182,21 @@ def plan(hardware: Hardware, catalog: Catalog, request: PlanRequest) -> Plan | N
     return _no_fit(misses, variants, contexts, hardware, request)
 
 
+def context_settings(req: PlanRequest, ctx: int) -> ContextSettings:
+    """The llama.cpp context serve runs for this request at `ctx` tokens per sequence."""
+    return ContextSettings(
+        ctx=ctx,
+        parallel=req.parallel or 1,
+        kv_type=req.kv_type,
+        flash_attn=req.flash_attn,
+        batch_size=req.batch_size,
+    )
+
+
 def _validate(catalog: Catalog, request: PlanRequest) -> tuple[list[Variant], str | None]:
-    if request.kv_type not in KV_TYPES:
-        raise PlanError(f"unknown KV cache type {request.kv_type!r}; choose one of {', '.join(KV_TYPES)}")
-    if request.kv_type in ("q8_0", "q4_0") and not request.flash_attn:
-        raise PlanError(f"a {request.kv_type} KV cache needs flash attention in llama.cpp")
+    problem = kv_type_problem(request.kv_type, request.flash_attn)
+    if problem:
+        raise PlanError(problem)
     if request.parallel is not None and request.parallel < 1:
         raise PlanError("parallel must be at least 1")
     if request.ctx is not None and request.ctx < 256:
@@ -212,11 +230,7 @@ def _evaluate(
     qtype = catalog.quant_types[entry.quant]
     layout = req.local_layouts.get((v.id, entry.quant)) or weight_layout(v, entry, qtype)
     budget = Budget(
-        context=ctx,
-        parallel=req.parallel or 1,
-        kv_type=req.kv_type,
-        flash_attn=req.flash_attn,
-        n_ubatch=req.n_ubatch,
+        settings=context_settings(req, ctx),
         gpu_margin_bytes=req.gpu_margin_mib * MIB,
         cpu_margin_bytes=req.cpu_margin_mib * MIB,
     )
@@ -331,7 +345,7 @@ def _build(
         parallel=req.parallel or 1,
         kv_type=req.kv_type,
         flash_attn=req.flash_attn,
-        n_ubatch=req.n_ubatch,
+        n_ubatch=context_settings(req, c.context).n_ubatch,
         layers_total=c.variant.layers,
         placement=devices,
         n_gpu_layers=p.n_gpu_layers,

@@ -13,8 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from hermesd.runtime.engine.context_settings import KVType, kv_type_problem
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class Settings(BaseSettings):
     gpu_layers: int = Field(-1, ge=-1, description="-1 offloads every layer a GPU build can take")
     tensor_split: Annotated[list[float], NoDecode] = Field(default_factory=list)
     batch_size: int = Field(512, ge=16, le=65536)
-    kv_type: Literal["f16", "q8_0", "q4_0", "f32"] = "f16"
+    kv_type: KVType = "f16"
     # None leaves it to llama.cpp ("auto": on where the backend supports it), as llama-server does,
     # so the two run the same attention kernels
     flash_attn: bool | None = Field(None, description="flash attention (default: llama.cpp's auto)")
@@ -100,6 +102,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _kv_type_runs(self) -> Settings:
+        problem = kv_type_problem(self.kv_type, self.flash_attn)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     def all_api_keys(self) -> list[str]:
         """User keys: the configured ones plus those in api_key_file (one per line, # comments)."""

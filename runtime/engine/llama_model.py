@@ -98,7 +98,7 @@ class LlamaModel:
         if not path.is_file():
             raise ModelLoadError(f"{path}: no such model file")
         try:  # every load checks the file first: no path hands llama.cpp an unchecked GGUF
-            validate_gguf(path, kind="model")
+            self.summary = validate_gguf(path, kind="model")
         except GGUFValidationError as exc:
             raise ModelLoadError(f"refusing to load a damaged or hostile model file: {exc}") from None
         params = ll.llama_model_default_params()

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from hermesd.models.gguf_info import gguf_info
 from hermesd.runtime.engine.capabilities import probe_capabilities
 from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig, capture_log
-from hermesd.runtime.engine.load_report import describe, parse_load_log
+from hermesd.runtime.engine.load_report import describe, parse_load_log, planned_and_allocated
 from hermesd.runtime.engine.protocol import (
     EngineEvent,
     EngineStats,
@@ -125,6 +126,8 @@ class LlamaCppEngine:
             self.scheduler.n_ctx_seq,
         )
         log.info("%s", describe(self.load_report, caps.backends))
+        variant = gguf_info(self.model.summary).as_variant()
+        log.info("%s", planned_and_allocated(self.load_report, variant, config.context))
 
     def _build_info(self) -> ModelInfo:
         meta = self.model.metadata

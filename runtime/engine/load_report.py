@@ -13,8 +13,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from hermesd.models.catalog import Variant
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.engine.protocol import DeviceUse
 from hermesd.runtime.errors import ModelLoadError
+from hermesd.runtime.memory import compute_bytes, host_buffer_bytes, kv_bytes
 
 _LAYER_RE = re.compile(r"layer\s+(\d+) assigned to device (\S+?),")
 _BUFFER_RE = re.compile(r"(\S+) (model|KV|compute) buffer size =\s+([\d.]+) MiB")
@@ -115,3 +118,28 @@ def describe(report: LoadReport, backends: Sequence[str]) -> str:
         )
     output = "; output layer on GPU" if report.output_offloaded else ""
     return f"engine backends {', '.join(backends) or '?'}; " + "; ".join(parts) + output
+
+
+def planned_and_allocated(report: LoadReport, variant: Variant, settings: ContextSettings) -> str:
+    """The start-up line that puts the planner's KV and compute figures for these settings beside
+    what llama.cpp allocated, in MiB, so a plan that drifted from the engine shows at once."""
+    gpus = [d for d in report.devices() if d.kind == "gpu" and d.layers]
+    output = gpus[-1].name if report.output_offloaded and gpus else HOST
+    planned_compute = 0
+    allocated_compute = 0
+    for d in report.devices():
+        if not d.compute_bytes:
+            continue
+        allocated_compute += d.compute_bytes
+        if d.name == output:
+            planned_compute += compute_bytes(variant, settings, with_output=True)
+        elif d.name == HOST:  # every layer on the GPUs: the host stages inputs only
+            planned_compute += host_buffer_bytes(variant, n_ubatch=settings.n_ubatch)
+        else:
+            planned_compute += compute_bytes(variant, settings, with_output=False)
+    allocated_kv = sum(d.kv_bytes for d in report.devices())
+    return (
+        f"memory (MiB): KV cache planned {kv_bytes(variant, settings) / MIB:.1f}, allocated "
+        f"{allocated_kv / MIB:.1f}; compute buffers planned {planned_compute / MIB:.1f}, allocated "
+        f"{allocated_compute / MIB:.1f} ({settings.parallel} x {settings.ctx} tokens, {settings.kv_type} KV)"
+    )

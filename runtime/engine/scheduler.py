@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import llama_cpp.llama_cpp as ll
 
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.engine.llama_model import LlamaModel
 from hermesd.runtime.engine.protocol import (
     EngineEvent,
@@ -44,19 +45,8 @@ log = logging.getLogger(__name__)
 AdapterKey = tuple[tuple[str, float], ...]
 
 
-@dataclass(frozen=True)
-class ContextConfig:
-    ctx: int = 4096  # tokens per sequence
-    parallel: int = 4
-    batch_size: int = 512
-    threads: int = 2
-    threads_batch: int = 2
-    kv_type: str = "f16"
-    flash_attn: bool | None = None  # None: llama.cpp decides (auto)
-    max_queue: int = 64
-
-
-_KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8}
+# the scheduler's name for the one description of the llama.cpp context (context_settings.py)
+ContextConfig = ContextSettings
 
 
 @dataclass
@@ -98,26 +88,7 @@ class Scheduler:
     ) -> None:
         self.model = model
         self.config = config
-        params = ll.llama_context_default_params()
-        params.n_ctx = config.ctx * config.parallel
-        params.n_seq_max = config.parallel
-        params.n_batch = max(config.batch_size, config.parallel)
-        params.n_ubatch = min(params.n_batch, 512)
-        params.n_threads = config.threads
-        params.n_threads_batch = config.threads_batch
-        # One KV buffer shared by all slots: a batch mixing several sequences then runs as one
-        # ubatch (split streams force llama.cpp into equal splits, several graph runs per step).
-        # Each sequence is still capped at `ctx` tokens below, so ctx x parallel cells always suffice.
-        params.kv_unified = True
-        # Sliding-window models (Gemma 3...) keep every position's KV, not just the window: a reused
-        # prefix cut back to an earlier position then still has the cells its window needs
-        # (llama-server saves that memory and re-processes or restores checkpoints instead).
-        params.swa_full = True
-        params.no_perf = True
-        params.type_k = _KV_TYPES[config.kv_type]
-        params.type_v = _KV_TYPES[config.kv_type]
-        # llama_flash_attn_type: -1 auto, 0 disabled, 1 enabled
-        params.flash_attn_type = -1 if config.flash_attn is None else int(config.flash_attn)
+        params = config.fill(ll.llama_context_default_params())
         ctx = ll.llama_init_from_model(model.handle, params)
         if not ctx:
             raise ModelLoadError(
