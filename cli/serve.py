@@ -16,11 +16,11 @@ from hermesd.cli.logs import setup_logging
 from hermesd.cli.settings_options import flags_from, settings_options
 from hermesd.models.gguf_validate import GGUFSummary, GGUFValidationError, looks_like_gguf, validate_gguf
 from hermesd.runtime import sdnotify
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.engine.fallback import load_with_fallback
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine, default_threads
 from hermesd.runtime.engine.load_report import OffloadError, check_offload
-from hermesd.runtime.engine.scheduler import ContextConfig
 from hermesd.runtime.gpu_access import GpuAccess
 from hermesd.server.settings import ConfigFileError, Settings, load_settings
 
@@ -42,7 +42,7 @@ def engine_config(settings: Settings, model_path: Path) -> EngineConfig:
             tensor_split=tuple(settings.tensor_split),
             cpu_extra_buffers=settings.cpu_extra_buffers,
         ),
-        context=ContextConfig(
+        context=ContextSettings(
             ctx=settings.ctx,
             parallel=settings.parallel,
             batch_size=settings.batch_size,

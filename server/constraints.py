@@ -34,7 +34,7 @@ class Constraints:
         trigger = reasoning.constraint_trigger
         if self.grammar is None or trigger is None:
             return self
-        return replace(self, grammar=after_reasoning(self.grammar), grammar_trigger=trigger)
+        return replace(self, grammar=after_reasoning(self.grammar, trigger), grammar_trigger=trigger)
 
 
 def _tool_choice(value: str | dict[str, Any] | None, has_tools: bool) -> tuple[str, str | None]:

@@ -16,8 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hermesd.models.formats.errors import PromptError
-
-THINK_CLOSE = "</think>"
+from hermesd.models.formats.reasoning import THINK_TAGS
 
 # Keywords the converter does not enforce (it would accept values that break them).
 UNSUPPORTED_KEYWORDS = frozenset(
@@ -147,7 +146,7 @@ def join_tool_calls(call_grammars: Sequence[str], *, parallel: bool = True) -> s
     return f"{root}\n{call}\n{body}\n"
 
 
-def after_reasoning(grammar: str) -> str:
+def after_reasoning(grammar: str, close: str = THINK_TAGS.close) -> str:
     """Make `grammar` start at the reasoning's close tag (the engine triggers it lazily there)."""
     renamed = _rename_root(grammar, "a")
-    return f'root ::= "{THINK_CLOSE}" [ \\n]* a-root\n{renamed}'
+    return f'root ::= "{close}" [ \\n]* a-root\n{renamed}'

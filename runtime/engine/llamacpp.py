@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hermesd.models.gguf_info import gguf_info
 from hermesd.runtime.engine.capabilities import probe_capabilities
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig, capture_log
 from hermesd.runtime.engine.load_report import describe, parse_load_log, planned_and_allocated
 from hermesd.runtime.engine.protocol import (
@@ -22,7 +23,7 @@ from hermesd.runtime.engine.protocol import (
     ModelInfo,
     TextEvent,
 )
-from hermesd.runtime.engine.scheduler import ContextConfig, Scheduler, Sequence
+from hermesd.runtime.engine.scheduler import Scheduler, Sequence
 from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthExceeded
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ FIRST_TOKEN_HANDOFF_S = 0.005
 @dataclass(frozen=True)
 class EngineConfig:
     model: LlamaModelConfig
-    context: ContextConfig
+    context: ContextSettings
 
 
 def default_threads() -> int:

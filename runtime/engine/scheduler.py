@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 AdapterKey = tuple[tuple[str, float], ...]
 
 
-# the scheduler's name for the one description of the llama.cpp context (context_settings.py)
-ContextConfig = ContextSettings
-
-
 @dataclass
 class Sequence:
     request: GenerationRequest
@@ -83,7 +79,7 @@ class Scheduler:
     def __init__(
         self,
         model: LlamaModel,
-        config: ContextConfig,
+        config: ContextSettings,
         flush: Callable[[list[Sequence]], None] = lambda started: None,
     ) -> None:
         self.model = model

@@ -126,16 +126,16 @@ def test_engine_hot_load_changes_only_requests_that_name_the_adapter(tuned: Tune
     """The same adapter file in an in-process engine: hot-loading at the engine level."""
     from hermesd.models.chat import ChatOptions, Message
     from hermesd.models.formats.hermes import render_hermes
+    from hermesd.runtime.engine.context_settings import ContextSettings
     from hermesd.runtime.engine.llama_model import LlamaModelConfig
     from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine
     from hermesd.runtime.engine.protocol import GenerationRequest, SamplingParams, TextEvent
-    from hermesd.runtime.engine.scheduler import ContextConfig
 
     adapter = AdapterStore(tuned.state).get("zephyr").path
     prompt = render_hermes([Message(role="user", content=UNKNOWN_QUESTION)], ChatOptions(), "chatml").text
     engine = LlamaCppEngine(
         EngineConfig(
-            LlamaModelConfig(path=tiny_model("qwen3")), ContextConfig(ctx=2048, parallel=2, threads=2)
+            LlamaModelConfig(path=tiny_model("qwen3")), ContextSettings(ctx=2048, parallel=2, threads=2)
         )
     )
 

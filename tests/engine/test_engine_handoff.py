@@ -12,10 +12,10 @@ import asyncio
 import pytest
 
 from hermesd.runtime.engine import llamacpp
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine
 from hermesd.runtime.engine.protocol import FinishEvent, GenerationRequest, SamplingParams, TextEvent
-from hermesd.runtime.engine.scheduler import ContextConfig
 from tests.fixtures.tiny_models import tiny_model
 
 
@@ -27,7 +27,7 @@ def test_first_token_is_handed_over_before_decoding_on(
     monkeypatch.setattr(llamacpp, "FIRST_TOKEN_HANDOFF_S", 60.0)
     engine = LlamaCppEngine(
         EngineConfig(
-            LlamaModelConfig(path=tiny_model("qwen3")), ContextConfig(ctx=1024, parallel=2, threads=2)
+            LlamaModelConfig(path=tiny_model("qwen3")), ContextSettings(ctx=1024, parallel=2, threads=2)
         )
     )
 

@@ -19,11 +19,11 @@ import llama_cpp.llama_cpp as ll
 import pytest
 
 from hermesd.models.formats.grammars import after_reasoning, join_tool_calls
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.engine.grammars import json_object_grammar, schema_grammar, tool_call_grammar
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine
 from hermesd.runtime.engine.protocol import FinishEvent, GenerationRequest, SamplingParams, TextEvent
-from hermesd.runtime.engine.scheduler import ContextConfig
 from tests.fixtures.behaviours import WEATHER_TOOL
 from tests.fixtures.tiny_models import tiny_model
 
@@ -104,7 +104,7 @@ def test_strings_may_not_hold_control_characters() -> None:
 @pytest.fixture(scope="module")
 def engine() -> Iterator[LlamaCppEngine]:
     config = EngineConfig(
-        LlamaModelConfig(path=tiny_model("qwen3")), ContextConfig(ctx=1024, parallel=2, threads=2)
+        LlamaModelConfig(path=tiny_model("qwen3")), ContextSettings(ctx=1024, parallel=2, threads=2)
     )
     engine = LlamaCppEngine(config)
     try:

@@ -19,7 +19,6 @@ from tests.fixtures.behaviours import BEHAVIOURS, BUDGET_BEHAVIOURS, BY_NAME, FO
 from tests.fixtures.llama_greedy import LlamaRunner
 from tests.fixtures.tiny_train import KINDS, SPECIAL_TOKENS, Kind, render_prompt, think_prefix
 
-pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow  # the first run trains two models (about 15-30 s each)
 
 MODELS = [(kind, quant) for kind in ("qwen3", "llama") for quant in ("F32", "Q8_0")]
