@@ -25,6 +25,7 @@ from typing import Any, Literal
 import click
 
 from hermesd.cli.autoplan import UsageFailure, engine_access, load_hardware
+from hermesd.cli.hardware_option import hardware_option
 from hermesd.runtime.cuda_toolkit import (
     is_toolkit,
     pypi_toolkit_home,
@@ -318,12 +319,7 @@ def check_systemd() -> list[Check]:
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@click.option(
-    "--hardware",
-    "hardware_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="JSON hardware profile instead of NVML discovery (the engine is always the installed one)",
-)
+@hardware_option("JSON hardware profile instead of NVML discovery (the engine is always the installed one)")
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML config file"
 )

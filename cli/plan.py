@@ -18,6 +18,7 @@ from hermesd.cli.autoplan import (
     load_hardware,
     make_plan,
 )
+from hermesd.cli.hardware_option import hardware_option
 from hermesd.models.hub import HubEnv, cached_files, first_file
 from hermesd.runtime.engine.context_settings import KV_TYPE_NAMES
 from hermesd.runtime.gpu_access import GpuAccess
@@ -127,12 +128,7 @@ def render_plan(
 
 
 @click.command("plan")
-@click.option(
-    "--hardware",
-    "hardware_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="JSON hardware profile to plan for instead of this machine",
-)
+@hardware_option("JSON hardware profile to plan for instead of this machine")
 @click.option("--variant", default=None, help="hermes-4-14b, hermes-4.3-36b, hermes-4-70b or hermes-4-405b")
 @click.option("--quant", default=None, help="Q4_K_M, Q8_0, ... (default: the best that fits)")
 @click.option("--ctx", type=click.IntRange(256), default=None, help="context per sequence (default 16384)")

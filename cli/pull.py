@@ -16,6 +16,7 @@ from hermesd.cli.autoplan import (
     make_plan,
 )
 from hermesd.cli.download_progress import RichDownloadProgress
+from hermesd.cli.hardware_option import hardware_option
 from hermesd.models.catalog import CatalogError, parse_model_ref
 from hermesd.models.hub import HubEnv, first_file
 from hermesd.runtime.engine.context_settings import KV_TYPE_NAMES
@@ -23,12 +24,7 @@ from hermesd.runtime.engine.context_settings import KV_TYPE_NAMES
 
 @click.command("pull")
 @click.argument("model_ref", metavar="[VARIANT[:QUANT]]", required=False)
-@click.option(
-    "--hardware",
-    "hardware_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="plan for this hardware profile instead of this machine",
-)
+@hardware_option("plan for this hardware profile instead of this machine")
 @click.option(
     "--ctx", type=click.IntRange(256), default=None, help="context the plan must fit (default 16384)"
 )

@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 
 from hermesd.cli.autoplan import UsageFailure, load_hardware
+from hermesd.cli.hardware_option import hardware_option
 from hermesd.runtime.cuda_toolkit import (
     PYPI_TOOLKIT_CUDA,
     Toolkit,
@@ -56,12 +57,7 @@ def architectures(archs: str | None, hw: Hardware) -> tuple[str, ...]:
 @click.command("setup-gpu")
 @click.option("--dry-run", is_flag=True, help="print the toolkit, environment and commands; change nothing")
 @click.option("--archs", default=None, help="CUDA architectures, e.g. 86,89 (default: the GPUs' own)")
-@click.option(
-    "--hardware",
-    "hardware_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="JSON hardware profile instead of NVML (build for a machine you do not have)",
-)
+@hardware_option("JSON hardware profile instead of NVML (build for a machine you do not have)")
 @click.option(
     "--cuda-home",
     type=click.Path(path_type=Path, file_okay=False),
