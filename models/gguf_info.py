@@ -110,7 +110,7 @@ def gguf_info(summary: GGUFSummary) -> GgufInfo:
             output += t.nbytes
         else:
             other += t.nbytes
-    file_type = _file_type(summary.kv.get("general.file_type")) or quant_from_filename(summary.path.name)
+    file_type = file_type_name(summary.kv.get("general.file_type")) or quant_from_filename(summary.path.name)
     return GgufInfo(
         paths=summary.shards,
         arch=arch,
@@ -134,7 +134,7 @@ def gguf_info(summary: GGUFSummary) -> GgufInfo:
     )
 
 
-def _file_type(value: KVValue | None) -> str | None:
+def file_type_name(value: KVValue | None) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return None
     try:
