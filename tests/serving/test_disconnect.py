@@ -23,7 +23,12 @@ HANG_GUARD_S = 60
 
 CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
 COMPLETION = {"model": "fake-model", "prompt": "hi", "max_tokens": 50}
-PATHS = {"chat": ("/v1/chat/completions", CHAT), "completions": ("/v1/completions", COMPLETION)}
+OLLAMA_CHAT = {"model": "fake-model", "messages": CHAT["messages"], "options": {"num_predict": 50}}
+PATHS = {
+    "chat": ("/v1/chat/completions", CHAT),
+    "completions": ("/v1/completions", COMPLETION),
+    "ollama": ("/api/chat", OLLAMA_CHAT),  # an NDJSON stream, not SSE
+}
 
 
 @dataclass
@@ -148,7 +153,7 @@ async def hang_up(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+@pytest.mark.parametrize("endpoint", ["chat", "completions", "ollama"])
 async def test_a_disconnect_cancels_the_request_at_once(
     make_client: Any, endpoint: str, stream: bool
 ) -> None:
