@@ -13,6 +13,7 @@ import pytest
 
 from tests.fixtures.behaviours import WEATHER_ARGUMENTS, WEATHER_CALL_TEXT, WEATHER_TOOL
 from tests.serving.fake_engine import FakeEngine
+from tests.serving.test_lone_surrogates import spoiled
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 CHAT: dict[str, Any] = {"model": "fake-model", "messages": MSG}
@@ -209,3 +210,51 @@ async def test_refusals_before_the_route_have_ollamas_shape_too(make_client: Any
         assert r.status_code == 200
         r = await http.get("/api/nothing-here", headers={"authorization": "Bearer sk-user"})
         assert r.status_code == 404 and list(r.json()) == ["error"]
+
+
+FULL_OLLAMA_CHAT: dict[str, Any] = {
+    "model": "fake-model:latest",
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"},
+        {
+            "role": "assistant",
+            "content": "",
+            "thinking": "thought",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
+    ],
+    "tools": [WEATHER_TOOL],
+    "format": {"type": "object", "properties": {"a": {"type": "string"}}},
+    "options": {"stop": ["END"]},
+    "keep_alive": "5m",
+}
+FULL_OLLAMA_GENERATE: dict[str, Any] = {"model": "fake-model", "prompt": "hi", "system": "be brief"}
+SURROGATE_CASES = [
+    (path, field, bad)
+    for path, full in (("/api/chat", FULL_OLLAMA_CHAT), ("/api/generate", FULL_OLLAMA_GENERATE))
+    for field, bad in spoiled(full)
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "body"), SURROGATE_CASES, ids=[f"{c[0]}:{c[1]}" for c in SURROGATE_CASES]
+)
+async def test_a_lone_surrogate_anywhere_is_a_400_naming_the_field(
+    client: Any, path: str, field: str, body: dict[str, Any]
+) -> None:
+    http, engine = client
+    r = await http.post(path, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["error"] and "surrogate" in r.json()["error"]
+    assert engine.streams == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/api/chat", FULL_OLLAMA_CHAT), ("/api/generate", FULL_OLLAMA_GENERATE)]
+)
+async def test_the_full_requests_are_served(client: Any, path: str, body: dict[str, Any]) -> None:
+    http, _ = client
+    r = await http.post(path, json=body | {"stream": False})
+    assert r.status_code == 200, r.text
