@@ -28,6 +28,7 @@ PATHS = {
     "chat": ("/v1/chat/completions", CHAT),
     "completions": ("/v1/completions", COMPLETION),
     "ollama": ("/api/chat", OLLAMA_CHAT),  # an NDJSON stream, not SSE
+    "responses": ("/v1/responses", {"model": "fake-model", "input": "hi", "max_output_tokens": 50}),
 }
 
 
@@ -153,7 +154,7 @@ async def hang_up(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("endpoint", ["chat", "completions", "ollama"])
+@pytest.mark.parametrize("endpoint", ["chat", "completions", "ollama", "responses"])
 async def test_a_disconnect_cancels_the_request_at_once(
     make_client: Any, endpoint: str, stream: bool
 ) -> None:
