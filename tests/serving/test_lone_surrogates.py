@@ -69,6 +69,23 @@ FULL_COMPLETION: dict[str, Any] = {
     "max_tokens": 8,
 }
 FULL_ADAPTER: dict[str, Any] = {"name": "zephyr"}
+FULL_RESPONSES: dict[str, Any] = {
+    "model": M,
+    "instructions": "be brief",
+    "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "hello"}]},
+        {"type": "reasoning", "content": [{"type": "reasoning_text", "text": "thought"}]},
+        {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": '{"w": 1}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "found"},
+        {"role": "user", "content": "and now?"},
+    ],
+    "tools": [{"type": "function", **TOOL["function"]}],
+    "tool_choice": {"type": "function", "name": "lookup"},
+    "text": {"format": {"type": "json_schema", "name": "a", "schema": {"type": "object"}}},
+    "reasoning": {"effort": "low"},
+    "metadata": {"k": "v"},
+    "user": "u1",
+}
 
 
 def spoiled(body: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -95,6 +112,7 @@ CASES = [
         ("/v1/chat/completions", FULL_SCHEMA_CHAT),
         ("/v1/completions", FULL_COMPLETION),
         ("/v1/adapters", FULL_ADAPTER),
+        ("/v1/responses", FULL_RESPONSES),
     )
     for field, bad in spoiled(full)
 ]
@@ -112,6 +130,8 @@ def test_every_text_field_is_covered() -> None:
         "tools[0].function.parameters.properties.word",
         "prompt[0]",
         "name",
+        "input[2].arguments",
+        "input[3].output",
     ):
         assert expected in fields
     assert len(CASES) > 40
