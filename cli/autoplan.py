@@ -111,11 +111,15 @@ def make_plan(
     parallel: int | None,
     kv_type: str,
     prefer: str,
+    min_ctx: int | None = None,
+    kv_fallback: tuple[str, ...] = (),
 ) -> Plan:
     request = PlanRequest(
         variant=variant,
         quant=quant,
         ctx=ctx,
+        min_ctx=min_ctx,
+        kv_fallback=kv_fallback,
         parallel=parallel,
         kv_type=kv_type,
         prefer=cast(Prefer, prefer),  # checked by the planner
@@ -162,6 +166,8 @@ def choose_model_for_serve(
     offline: bool,
     console: Console,
     hardware: Hardware | None = None,
+    min_ctx: int | None = None,
+    kv_fallback: tuple[str, ...] = (),
 ) -> tuple[Path, Plan]:
     """Plan, fetch if needed, and return (first shard to load, plan). Raises click.ClickException
     (exit 1 when nothing fits or the download fails, 2 for bad input) with a one-line reason.
@@ -172,7 +178,9 @@ def choose_model_for_serve(
     catalog = load_catalog_or_fail()
     hw = hardware if hardware is not None else load_hardware(hardware_file)
     env = HubEnv.from_environ(offline=offline)
-    options: dict[str, Any] = dict(ctx=ctx, parallel=parallel, kv_type=kv_type, prefer=prefer)
+    options: dict[str, Any] = dict(
+        ctx=ctx, parallel=parallel, kv_type=kv_type, prefer=prefer, min_ctx=min_ctx, kv_fallback=kv_fallback
+    )
     chosen = make_plan(catalog, hw, env, variant=variant, quant=quant, **options)
     entry = entry_of(catalog, chosen)
     with RichDownloadProgress(console) as progress:

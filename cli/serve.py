@@ -162,6 +162,9 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
     log.info("settings: %s", settings.redacted())
     arch = summary.architecture or ""
     blocks = summary.kv.get(f"{arch}.block_count")
+    trained = summary.kv.get(f"{arch}.context_length")
+    if settings.min_ctx and isinstance(trained, int) and settings.min_ctx > trained:
+        fail(f"--min-ctx {settings.min_ctx}: {model_path.name} was trained for at most {trained} tokens")
     run_server(settings, model_path, int(blocks) if isinstance(blocks, int) else 0, access)
 
 
@@ -186,6 +189,9 @@ def settings_from_plan(settings: Settings, access: GpuAccess) -> Settings:
             offline=settings.offline,
             console=console,
             hardware=access.planning_hardware(),
+            min_ctx=settings.min_ctx,
+            # --min-ctx trades the KV type before the quant, unless the user chose the KV type
+            kv_fallback=("q8_0",) if settings.min_ctx and "kv_type" not in explicit else (),
         )
     except click.ClickException as exc:
         fail(exc.format_message())
@@ -196,6 +202,7 @@ def settings_from_plan(settings: Settings, access: GpuAccess) -> Settings:
         "gpu_layers": plan.n_gpu_layers,
         "tensor_split": list(access.tensor_split(plan.tensor_split)),
         "flash_attn": plan.flash_attn,
+        "kv_type": plan.kv_type,
     }
     update.update({k: v for k, v in planned.items() if k not in explicit})
     log.info(

@@ -20,11 +20,13 @@ class EngineOverloaded(HermesdError):
 
 
 class ContextLengthExceeded(HermesdError):
+    """The prompt alone does not fit the context of one sequence. The message is in the words
+    agents parse to learn the real limit ("maximum context length is N tokens")."""
+
     def __init__(self, prompt_tokens: int, max_tokens: int, context: int) -> None:
         super().__init__(
-            f"This model's maximum context length is {context} tokens. However, you requested "
-            f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in "
-            "the completion). Please reduce the length of the messages or completion."
+            f"This model's maximum context length is {context} tokens; the request has "
+            f"{prompt_tokens} tokens. Please reduce the length of the messages."
         )
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens

@@ -18,6 +18,11 @@ chooses by policy:
   the others (Aug 2025) but smaller than 70B; ask for it with --variant hermes-4.3-36b.
 - The context defaults to 16384 tokens; only when nothing fits there does the planner try 8192,
   then 4096 (never below). An explicit --ctx is never changed.
+- `min_ctx` (serve --min-ctx; an agent wants 65536) is a floor: the context is never planned below
+  it, nor beyond a variant's trained context (variants trained for less are skipped). To reach it
+  the planner gives up, in order: slots (the model is chosen for one), the KV cache type (each of
+  `kv_fallback`, e.g. q8_0, when nothing fits at Q4_K_M or better with `kv_type`), then
+  quantization (a quant below Q4_K_M) before it refuses.
 - Sequence slots (parallel streams): the model is chosen for one; then, unless --parallel is given,
   the plan takes the most slots, up to 4 (llama-server's and Ollama's default), whose KV cache still
   fits beside the chosen model without moving a layer off the GPUs. A 16k context for one stream of
@@ -53,6 +58,8 @@ class PlanRequest:
     variant: str | None = None
     quant: str | None = None
     ctx: int | None = None  # None: 16384, lowered to 8192/4096 only when nothing fits
+    min_ctx: int | None = None  # never plan fewer tokens per sequence (module doc)
+    kv_fallback: tuple[str, ...] = ()  # KV types tried after kv_type before a smaller quant
     parallel: int | None = None  # None: the most slots, up to MAX_AUTO_SLOTS, that fit (module doc)
     kv_type: str = "f16"
     prefer: Prefer = "quality"
@@ -159,27 +166,64 @@ def plan(hardware: Hardware, catalog: Catalog, request: PlanRequest) -> Plan | N
     auto_slots = request.parallel is None
     request = replace(request, parallel=request.parallel or 1)
     floor = catalog.quant_types[AUTO_FLOOR_QUANT].rank
-    contexts = (request.ctx,) if request.ctx else FALLBACK_CTX
+    contexts = _contexts(request)
+    kv_types = tuple(dict.fromkeys((request.kv_type, *request.kv_fallback)))
     misses: list[_Candidate] = []
     for ctx in contexts:
-        fits: list[_Candidate] = []
-        for v in variants:
-            if ctx > v.context_max:
-                continue
-            for entry in v.quants:
-                if quant is not None and entry.quant != quant:
+        below_floor: tuple[list[_Candidate], PlanRequest] | None = None
+        for kv in kv_types:
+            at_kv = replace(request, kv_type=kv)
+            fits: list[_Candidate] = []
+            for v in variants:
+                if ctx > v.context_max:
                     continue
-                cand = _evaluate(v, entry, catalog, hardware, request, ctx)
-                (fits if cand.placement.fits else misses).append(cand)
-        if fits:
-            chosen, why = _choose(
-                fits, request, floor, explicit_quant=quant is not None, has_gpu=bool(hardware.gpus)
-            )
-            slots: list[str] = []
-            if auto_slots:
-                chosen, request, slots = _add_slots(chosen, catalog, hardware, request)
-            return _build(chosen, why, fits, misses, catalog, hardware, request, slots)
+                for entry in v.quants:
+                    if quant is not None and entry.quant != quant:
+                        continue
+                    cand = _evaluate(v, entry, catalog, hardware, at_kv, ctx)
+                    (fits if cand.placement.fits else misses).append(cand)
+            if fits and (quant is not None or any(c.rank >= floor for c in fits)):
+                return _finish(fits, misses, catalog, hardware, at_kv, floor, quant, auto_slots, kv_types[0])
+            if fits and below_floor is None:
+                below_floor = (fits, at_kv)  # a smaller quant: only when no KV type saves the floor
+        if below_floor is not None:
+            low_fits, at_kv = below_floor
+            return _finish(low_fits, misses, catalog, hardware, at_kv, floor, quant, auto_slots, kv_types[0])
     return _no_fit(misses, variants, contexts, hardware, request)
+
+
+def _contexts(request: PlanRequest) -> tuple[int, ...]:
+    """The contexts per sequence to try, largest first (module doc)."""
+    if request.ctx:
+        return (request.ctx,)
+    if request.min_ctx:
+        larger = {c for c in FALLBACK_CTX if c > request.min_ctx}
+        return tuple(sorted(larger | {request.min_ctx}, reverse=True))
+    return FALLBACK_CTX
+
+
+def _finish(
+    fits: list[_Candidate],
+    misses: list[_Candidate],
+    catalog: Catalog,
+    hardware: Hardware,
+    request: PlanRequest,
+    floor: int,
+    quant: str | None,
+    auto_slots: bool,
+    original_kv: str,
+) -> Plan:
+    chosen, why = _choose(fits, request, floor, explicit_quant=quant is not None, has_gpu=bool(hardware.gpus))
+    notes: list[str] = []
+    if request.kv_fallback and request.kv_type != original_kv:
+        notes.append(
+            f"KV cache {request.kv_type}: at {original_kv} nothing at {AUTO_FLOOR_QUANT} or better fits "
+            f"{chosen.context} tokens per sequence"
+        )
+    if auto_slots:
+        chosen, request, slots = _add_slots(chosen, catalog, hardware, request)
+        notes += slots
+    return _build(chosen, why, fits, misses, catalog, hardware, request, notes)
 
 
 def context_settings(req: PlanRequest, ctx: int) -> ContextSettings:
@@ -201,6 +245,10 @@ def _validate(catalog: Catalog, request: PlanRequest) -> tuple[list[Variant], st
         raise PlanError("parallel must be at least 1")
     if request.ctx is not None and request.ctx < 256:
         raise PlanError(f"context {request.ctx} is too small (at least 256 tokens; {MIN_CTX}+ is useful)")
+    if request.min_ctx is not None and request.ctx is not None and request.ctx < request.min_ctx:
+        raise PlanError(f"--ctx {request.ctx} is smaller than --min-ctx {request.min_ctx}")
+    for problem in filter(None, (kv_type_problem(kv, request.flash_attn) for kv in request.kv_fallback)):
+        raise PlanError(problem)
     if request.prefer not in ("quality", "speed"):
         raise PlanError(f"prefer must be 'quality' or 'speed', not {request.prefer!r}")
     if request.variant:
@@ -212,6 +260,11 @@ def _validate(catalog: Catalog, request: PlanRequest) -> tuple[list[Variant], st
         if request.ctx and request.ctx > v.context_max:
             raise PlanError(
                 f"{v.id} was trained for at most {v.context_max} tokens; --ctx {request.ctx} is larger"
+            )
+        if request.min_ctx and request.min_ctx > v.context_max:
+            raise PlanError(
+                f"{v.id} was trained for at most {v.context_max} tokens; --min-ctx {request.min_ctx} "
+                "is larger"
             )
         variants = [v]
     else:

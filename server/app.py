@@ -20,7 +20,7 @@ from hermesd.runtime.engine.protocol import Engine, ModelInfo
 from hermesd.server.errors import install_error_handlers
 from hermesd.server.middleware import HermesdMiddleware
 from hermesd.server.model_registry import ModelRegistry
-from hermesd.server.routes import adapters, chat, completions, health, metrics, models
+from hermesd.server.routes import adapters, chat, completions, health, metrics, models, props
 from hermesd.server.serving_adapters import AdapterServing
 from hermesd.server.serving_chat import ChatFormatInfo, ChatServing
 from hermesd.server.serving_completions import CompletionServing
@@ -77,7 +77,9 @@ def chat_format_for(settings: Settings, info: ModelInfo) -> ChatFormatInfo:
 
 def build_serving(settings: Settings, engine: Engine) -> Serving:
     info = engine.info
-    registry = ModelRegistry(model_ids(settings, info), LoadedAdapters(engine))
+    registry = ModelRegistry(
+        model_ids(settings, info), LoadedAdapters(engine), aliases=settings.model_aliases(), info=info
+    )
     fmt = chat_format_for(settings, info)
     log.info("serving %s as %s with chat format %s", info.path, ", ".join(registry.base_ids), fmt.name)
     return Serving(
@@ -121,7 +123,7 @@ def create_app(
     app = FastAPI(title="hermesd", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.hermesd = state
     install_error_handlers(app)
-    for module in (health, metrics, models, chat, completions, adapters):
+    for module in (health, metrics, models, chat, completions, adapters, props):
         app.include_router(module.router)
     if settings.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware

@@ -30,6 +30,7 @@ from hermesd.server.reasoning_controls import resolve_reasoning
 from hermesd.server.serving_common import (
     Outcome,
     check_unsupported,
+    output_budget,
     sampling_from,
     texts,
     usage_json,
@@ -91,6 +92,11 @@ class ChatServing:
         self.registry = registry
         self.settings = settings
         self.format = chat_format
+        # --reasoning-field: llama-server and LM Studio send `reasoning_content`; vLLM, Ollama and
+        # OpenRouter send `reasoning`; "both" serves clients of either kind
+        field = settings.reasoning_field
+        both = ("reasoning_content", "reasoning")
+        self.reasoning_keys: tuple[str, ...] = both if field == "both" else (field,)
 
     # -- request -> engine request
     async def prepare(self, req: ChatCompletionRequest) -> Prepared:
@@ -102,9 +108,6 @@ class ChatServing:
         stops = req.stop_list()
         if len(stops) > s.max_stop:
             raise invalid(f"stop: at most {s.max_stop} stop sequences", param="stop")
-        max_tokens = req.max_completion_tokens or req.max_tokens
-        if max_tokens is not None and max_tokens > s.max_tokens_limit:
-            raise invalid(f"max_tokens: at most {s.max_tokens_limit}", param="max_tokens")
         asked = resolve_reasoning(req, default_think=s.think, default_budget=s.reasoning_budget)
         # pydantic checked the field types; the one converter (shared with tune) does the rest
         messages = messages_from_openai([m.model_dump() for m in req.messages])
@@ -124,7 +127,7 @@ class ChatServing:
         constraints = constraints.after_reasoning(reasoning)
         gen = GenerationRequest(
             prompt=rendered.text,
-            max_tokens=max_tokens or s.max_tokens_limit,
+            max_tokens=output_budget(req.max_completion_tokens or req.max_tokens, s.max_tokens_limit),
             sampling=sampling_from(req),
             stop=stops,
             ignore_eos=req.ignore_eos,
@@ -172,7 +175,7 @@ class ChatServing:
         take(parser.finish())
         message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
         if reasoning:
-            message["reasoning_content"] = "".join(reasoning)
+            message.update(dict.fromkeys(self.reasoning_keys, "".join(reasoning)))
         reason = outcome.reason
         if calls:
             message["tool_calls"] = [
@@ -207,8 +210,8 @@ class ChatServing:
             out = []
             for ev in events:
                 if isinstance(ev, Delta):
-                    key = "reasoning_content" if ev.kind == "reasoning" else "content"
-                    out.append(chunk({key: ev.text}))
+                    keys = self.reasoning_keys if ev.kind == "reasoning" else ("content",)
+                    out.append(chunk(dict.fromkeys(keys, ev.text)))
                 else:
                     tool_calls.append(ev)
                     out.append(

@@ -25,6 +25,13 @@ def check_unsupported(req: SamplingFields) -> None:
         raise invalid("n: only n=1 is supported", param="n", code="unsupported_parameter")
 
 
+def output_budget(requested: int | None, limit: int, default: int | None = None) -> int:
+    """The most tokens one request may generate: what it asked for, at most `limit`
+    (--max-tokens-limit). Asking for more is not an error, as in llama-server and Ollama: agents send
+    the whole context as max_tokens, and generation ends where the context does ("length")."""
+    return min(requested or default or limit, limit)
+
+
 def sampling_from(req: SamplingFields) -> SamplingParams:
     d = DEFAULT_SAMPLING
     return SamplingParams(

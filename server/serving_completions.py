@@ -16,7 +16,14 @@ from hermesd.server import request_log
 from hermesd.server.errors import invalid
 from hermesd.server.model_registry import ModelRegistry
 from hermesd.server.protocol.completions import CompletionRequest
-from hermesd.server.serving_common import Outcome, check_unsupported, sampling_from, texts, usage_json
+from hermesd.server.serving_common import (
+    Outcome,
+    check_unsupported,
+    output_budget,
+    sampling_from,
+    texts,
+    usage_json,
+)
 from hermesd.server.settings import Settings
 
 
@@ -40,13 +47,11 @@ class CompletionServing:
         stops = req.stop_list()
         if len(stops) > s.max_stop:
             raise invalid(f"stop: at most {s.max_stop} stop sequences", param="stop")
-        if req.max_tokens is not None and req.max_tokens > s.max_tokens_limit:
-            raise invalid(f"max_tokens: at most {s.max_tokens_limit}", param="max_tokens")
         rid = f"cmpl-{uuid.uuid4().hex[:24]}"
         gen = GenerationRequest(
             prompt=req.prompt_text(),
             # OpenAI's default for /v1/completions is 16 tokens
-            max_tokens=req.max_tokens or 16,
+            max_tokens=output_budget(req.max_tokens, s.max_tokens_limit, default=16),
             sampling=sampling_from(req),
             stop=stops,
             ignore_eos=req.ignore_eos,

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     served_model_name: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="ids clients may use"
     )
+    model_alias: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="PATTERN=ID: requests for a model matching the glob PATTERN go to the served ID "
+        "(repeatable, e.g. 'claude-*=hermes-4-70b')",
+    )
     chat_format: str | None = Field(None, description="override the detected prompt format")
     hardware: Path | None = Field(None, description="hardware profile JSON used instead of discovery")
     variant: str | None = Field(None, description="Hermes 4 variant to plan for (e.g. hermes-4-14b)")
@@ -48,6 +53,13 @@ class Settings(BaseSettings):
 
     # -- llama.cpp
     ctx: int = Field(8192, ge=256, le=1 << 20, description="context tokens per sequence")
+    min_ctx: int | None = Field(
+        None,
+        ge=256,
+        le=1 << 20,
+        description="plan at least this many context tokens per sequence (fewer slots, q8_0 KV or a "
+        "smaller quant before refusing; never beyond the model's trained context)",
+    )
     parallel: int = Field(4, ge=1, le=64, description="sequences decoded together")
     threads: int | None = Field(None, ge=1, le=1024)
     threads_batch: int | None = Field(None, ge=1, le=1024)
@@ -65,6 +77,9 @@ class Settings(BaseSettings):
     # -- reasoning
     think: bool = Field(False, description="reasoning on by default (Hermes 4's default is off)")
     reasoning_budget: int | None = Field(None, ge=0, description="max reasoning tokens per request")
+    reasoning_field: Literal["reasoning_content", "reasoning", "both"] = Field(
+        "reasoning_content", description="the chat completions field(s) that carry the reasoning"
+    )
 
     # -- HTTP
     host: str = "127.0.0.1"
@@ -96,6 +111,17 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @field_validator("model_alias", mode="before")
+    @classmethod
+    def _split_aliases(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        for item in value:
+            pattern, sep, target = str(item).partition("=")
+            if not sep or not pattern.strip() or not target.strip():
+                raise ValueError(f"model alias {item!r} is not PATTERN=ID")
+        return value
+
     @field_validator("api_key", "admin_api_key", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
@@ -109,6 +135,19 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return self
+
+    @model_validator(mode="after")
+    def _ctx_at_least_min_ctx(self) -> Settings:
+        if self.min_ctx is not None and self.ctx < self.min_ctx:
+            if "ctx" in self.model_fields_set:
+                raise ValueError(f"--ctx {self.ctx} is smaller than --min-ctx {self.min_ctx}")
+            self.__dict__["ctx"] = self.min_ctx  # not marked as set: the planner still chooses it
+        return self
+
+    def model_aliases(self) -> list[tuple[str, str]]:
+        """--model-alias as (glob pattern, served id) pairs, in the order given."""
+        pairs = (a.partition("=") for a in self.model_alias)
+        return [(p.strip(), t.strip()) for p, _, t in pairs]
 
     def all_api_keys(self) -> list[str]:
         """User keys: the configured ones plus those in api_key_file (one per line, # comments)."""

@@ -42,6 +42,20 @@ class ThinkTags:
 THINK_TAGS = ThinkTags(open="<think>", close="</think>")
 
 
+# `reasoning_effort` (OpenAI, llama-server, vLLM), `reasoning.effort` (Responses API, OpenRouter) and
+# Ollama's `think` levels, as (reasoning on, budget in reasoning tokens; None: up to the context).
+# Hermes 4 has one think switch and no levels of its own, so a level is a cap on the reasoning.
+REASONING_EFFORTS: dict[str, tuple[bool, int | None]] = {
+    "none": (False, None),
+    "minimal": (True, 512),
+    "low": (True, 2048),
+    "medium": (True, 8192),
+    "high": (True, 16384),
+    "xhigh": (True, 32768),
+    "max": (True, None),
+}
+
+
 @dataclass(frozen=True)
 class Reasoning:
     """One request's reasoning: decided once by the server, carried to the engine in the request.

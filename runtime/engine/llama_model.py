@@ -122,6 +122,8 @@ class LlamaModel:
         self.add_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.metadata = self._read_metadata()
         self.n_ctx_train = ll.llama_model_n_ctx_train(model)
+        self.n_params = int(ll.llama_model_n_params(model))
+        self.size_bytes = int(ll.llama_model_size(model))
         self._pieces: dict[int, bytes] = {}
         self._adapters: dict[str, LoadedAdapter] = {}
         self._adapter_lock = threading.Lock()

@@ -144,6 +144,8 @@ class LlamaCppEngine:
             eos_token=self.model.token_text(self.model.eos_id),
             chat_template=self.model.chat_template(),
             metadata=meta,
+            n_params=self.model.n_params,
+            size_bytes=self.model.size_bytes,
         )
 
     def _flush(self, started: list[Sequence]) -> None:

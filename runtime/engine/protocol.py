@@ -99,6 +99,8 @@ class ModelInfo:
     metadata: dict[str, str]
     backends: tuple[str, ...] = ()  # the llama.cpp build's backends ("CPU", "CUDA")
     devices: tuple[DeviceUse, ...] = ()  # layers and memory per device
+    n_params: int = 0  # parameters in the model file (llama.cpp's llama_model_n_params)
+    size_bytes: int = 0  # bytes of its tensors (llama_model_size)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     # reasoning controls, in the spellings clients already send
     think: bool | Literal["low", "medium", "high"] | None = None
-    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
     chat_template_kwargs: ChatTemplateKwargs | None = None
     reasoning: ReasoningOptions | None = None
     max_reasoning_tokens: int | None = Field(None, ge=0)

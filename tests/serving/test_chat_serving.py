@@ -206,7 +206,6 @@ BAD = [
     (dict(BODY, chat_template_kwargs={"tokenize": True}), 400, "chat_template_kwargs.tokenize"),
     (dict(BODY, think=True, reasoning_effort="none"), 400, "think"),
     (dict(BODY, max_tokens=0), 400, "max_tokens"),
-    (dict(BODY, max_tokens=10**9), 400, "max_tokens"),
     ({"messages": MSG}, 400, "model"),
 ]
 
