@@ -9,6 +9,7 @@ those same events, so streamed and whole results cannot disagree.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -33,6 +34,8 @@ from hermesd.server.response_store import ResponseStore
 from hermesd.server.serving_chat import ChatServing, EventSource
 from hermesd.server.serving_common import Outcome, texts
 from hermesd.server.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # chat request field -> the Responses field a client sent it as (for error messages)
 _PARAMS = {
@@ -100,16 +103,16 @@ def input_messages(items: str | list[Any]) -> list[dict[str, Any]]:
 
 
 def _tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Function tools in chat's shape. Hosted tools (web search, image generation, ...) and Codex's
+    `namespace` and `custom` tools are left out, as llama-server does: this model can only call
+    functions, and Codex sends such tools along with its function tools on every request."""
     if tools is None:
         return None
     out = []
-    for i, tool in enumerate(tools):
+    for tool in tools:
         if tool.get("type") != "function":
-            raise invalid(
-                f"tools[{i}].type: only function tools are supported, not {tool.get('type')!r}",
-                param=f"tools[{i}].type",
-                code="unsupported_parameter",
-            )
+            log.warning("ignoring a tool of type %r: only function tools are served", tool.get("type"))
+            continue
         fn = {k: tool[k] for k in ("name", "description", "parameters") if tool.get(k) is not None}
         out.append({"type": "function", "function": fn})
     return out

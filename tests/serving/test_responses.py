@@ -196,6 +196,15 @@ async def test_length_finish_is_incomplete(make_client: Any) -> None:
     assert r["status"] == "incomplete" and r["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
+async def test_hosted_tools_are_left_out_and_function_tools_kept(make_client: Any) -> None:
+    # what Codex sends along with its function tools on every request
+    hosted = [{"type": "web_search"}, {"type": "namespace", "name": "mcp", "tools": []}, {"type": "custom"}]
+    async with make_client(FakeEngine(reply=CALL)) as (client, engine):
+        r = await both(client, {"input": "x", "tools": [*hosted, WEATHER]})
+    assert _kinds(r) == ["function_call"]
+    assert "get_weather" in engine.requests[0].prompt and "web_search" not in engine.requests[0].prompt
+
+
 async def test_tool_choice_named_and_required_force_a_call(make_client: Any) -> None:
     async with make_client(FakeEngine(reply=CALL)) as (client, engine):
         await respond(client, {"input": "x", "tools": [WEATHER], "tool_choice": "required"}, False)
@@ -205,7 +214,6 @@ async def test_tool_choice_named_and_required_force_a_call(make_client: Any) -> 
 
 
 BAD = [
-    ({"input": "x", "tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type"),
     (
         {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
