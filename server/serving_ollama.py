@@ -297,6 +297,8 @@ class OllamaServing:
             "general.architecture": info.architecture,
             f"{info.architecture}.context_length": info.train_context_length,
         }
+        if info.n_params:
+            model_info["general.parameter_count"] = info.n_params
         d = DEFAULT_SAMPLING
         params = {
             "num_ctx": info.context_length,
@@ -394,16 +396,24 @@ def _details(info: ModelInfo) -> dict[str, Any]:
         "format": "gguf",
         "family": info.architecture,
         "families": [info.architecture],
-        "parameter_size": meta.get("general.size_label", ""),
+        "parameter_size": meta.get("general.size_label") or _parameter_size(info.n_params),
         "quantization_level": (file_type_name(int(ftype)) if ftype.isdigit() else None) or "",
     }
+
+
+def _parameter_size(n_params: int) -> str:
+    """As Ollama writes it: `14.8B`, `50.3M`; empty when unknown."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n_params >= scale:
+            return f"{n_params / scale:.1f}{unit}"
+    return str(n_params) if n_params else ""
 
 
 def _file_size(info: ModelInfo) -> int:
     try:
         return os.path.getsize(info.path)
     except OSError:
-        return 0
+        return info.size_bytes
 
 
 def _modified_at(info: ModelInfo) -> str:

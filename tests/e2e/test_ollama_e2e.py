@@ -60,6 +60,7 @@ def test_list_show_ps(server: ServerProcess) -> None:
     assert shown.modelinfo is not None
     arch = shown.modelinfo["general.architecture"]
     assert shown.modelinfo[f"{arch}.context_length"] > 0
+    assert shown.modelinfo["general.parameter_count"] > 0 and listed.details.parameter_size
     assert shown.parameters is not None
     num_ctx = dict(line.split(None, 1) for line in shown.parameters.splitlines())["num_ctx"]
     (running,) = c.ps().models
