@@ -133,12 +133,18 @@ def render_plan(
 @click.option("--quant", default=None, help="Q4_K_M, Q8_0, ... (default: the best that fits)")
 @click.option("--ctx", type=click.IntRange(256), default=None, help="context per sequence (default 16384)")
 @click.option(
+    "--min-ctx",
+    type=click.IntRange(256),
+    default=None,
+    help="at least this context per sequence (fewer slots, q8_0 KV, a smaller quant; as serve --min-ctx)",
+)
+@click.option(
     "--parallel",
     type=click.IntRange(1, 64),
     default=None,
     help="sequences at once (default: the most, up to 4, that fit beside the model)",
 )
-@click.option("--kv-type", type=click.Choice(KV_TYPE_NAMES), default="f16", show_default=True)
+@click.option("--kv-type", type=click.Choice(KV_TYPE_NAMES), default=None, help="KV cache type (default f16)")
 @click.option("--prefer", type=click.Choice(["quality", "speed"]), default="quality", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--show-hardware", is_flag=True, help="only show the hardware (a profile with --json)")
@@ -153,8 +159,9 @@ def plan_command(
     variant: str | None,
     quant: str | None,
     ctx: int | None,
+    min_ctx: int | None,
     parallel: int | None,
-    kv_type: str,
+    kv_type: str | None,
     prefer: str,
     as_json: bool,
     show_hardware: bool,
@@ -189,8 +196,11 @@ def plan_command(
             quant=quant,
             ctx=ctx,
             parallel=parallel,
-            kv_type=kv_type,
+            kv_type=kv_type or "f16",
             prefer=prefer,
+            min_ctx=min_ctx,
+            # as serve does: --min-ctx may trade the KV type unless --kv-type chose it
+            kv_fallback=("q8_0",) if min_ctx and kv_type is None else (),
         )
     except NothingFits as exc:
         if as_json:

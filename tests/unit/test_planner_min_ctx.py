@@ -82,3 +82,24 @@ def test_a_small_min_ctx_keeps_the_default_context() -> None:
 def test_without_min_ctx_nothing_changes() -> None:
     for profile in ("rtx3060-12gb", "cpu-32gb", "mixed-a6000-3090"):
         assert planned(profile) == planned(profile, kv_fallback=())
+
+
+@pytest.mark.parametrize(
+    ("kv_flag", "kv_type", "quant"), [((), "q8_0", "Q4_K_M"), (("--kv-type", "f16"), "f16", "Q2_K")]
+)
+def test_plan_min_ctx_trades_the_kv_type_unless_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kv_flag: tuple[str, ...], kv_type: str, quant: str
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from hermesd.cli.plan import plan_command
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HERMESD_CATALOG_OVERLAY", str(tmp_path / "overlay.json"))
+    args = ["--hardware", str(PROFILES / "cpu-32gb.json"), "--variant", "hermes-4.3-36b", "--json"]
+    result = CliRunner().invoke(plan_command, [*args, "--no-verify", "--min-ctx", "32768", *kv_flag])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert (doc["context"], doc["kv_type"], doc["quant"]) == (32768, kv_type, quant)
