@@ -20,7 +20,18 @@ from hermesd.runtime.engine.protocol import Engine, ModelInfo
 from hermesd.server.errors import install_error_handlers
 from hermesd.server.middleware import HermesdMiddleware
 from hermesd.server.model_registry import ModelRegistry
-from hermesd.server.routes import adapters, chat, completions, health, metrics, models, props
+from hermesd.server.routes import (
+    adapters,
+    anthropic,
+    chat,
+    completions,
+    health,
+    metrics,
+    models,
+    ollama,
+    props,
+    responses,
+)
 from hermesd.server.serving_adapters import AdapterServing
 from hermesd.server.serving_chat import ChatFormatInfo, ChatServing
 from hermesd.server.serving_completions import CompletionServing
@@ -123,7 +134,7 @@ def create_app(
     app = FastAPI(title="hermesd", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.hermesd = state
     install_error_handlers(app)
-    for module in (health, metrics, models, chat, completions, adapters, props):
+    for module in (health, metrics, models, chat, completions, adapters, props, anthropic, responses, ollama):
         app.include_router(module.router)
     if settings.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware

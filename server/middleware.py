@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from hermesd.server import request_log
+from hermesd.server.errors import APIError, error_body
 from hermesd.server.settings import LOOPBACK_HOSTS, Settings
 
 Scope = MutableMapping[str, Any]
@@ -30,9 +31,8 @@ ADMIN_PREFIXES = ("/v1/adapters",)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _error(status: int, message: str, type: str, code: str | None) -> tuple[int, bytes]:
-    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
-    return status, json.dumps(body).encode()
+def _error(status: int, message: str, type: str, code: str | None) -> APIError:
+    return APIError(status, message, type=type, code=code)
 
 
 class HermesdMiddleware:
@@ -68,18 +68,19 @@ class HermesdMiddleware:
         try:
             refusal = self._refusal(scope, headers)
             if refusal is not None:
-                await self._respond(send_with_id, *refusal)
+                await self._respond(send_with_id, refusal, scope["path"])
                 return
             body, too_big = await self._read_body(receive, headers)
             if too_big:
                 await self._respond(
                     send_with_id,
-                    *_error(
+                    _error(
                         413,
                         f"request body larger than {self.settings.max_body_bytes} bytes",
                         "invalid_request_error",
                         "request_too_large",
                     ),
+                    scope["path"],
                 )
                 return
             await self.app(scope, _replay(body, receive), send_with_id)
@@ -89,7 +90,7 @@ class HermesdMiddleware:
             if scope["path"] != "/health":
                 request_log.emit(record)
 
-    def _refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, bytes] | None:
+    def _refusal(self, scope: Scope, headers: dict[str, str]) -> APIError | None:
         if self.check_host:
             host = headers.get("host", "")
             name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
@@ -125,7 +126,7 @@ class HermesdMiddleware:
             return None
         return _error(
             401,
-            "Incorrect or missing API key. Send it as 'Authorization: Bearer KEY'.",
+            "Incorrect or missing API key. Send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'.",
             "authentication_error",
             "invalid_api_key",
         )
@@ -151,11 +152,12 @@ class HermesdMiddleware:
         return b"".join(chunks), False
 
     @staticmethod
-    async def _respond(send: Send, status: int, body: bytes) -> None:
+    async def _respond(send: Send, err: APIError, path: str) -> None:
+        body = json.dumps(error_body(err, path)).encode()  # in the shape of the API called
         await send(
             {
                 "type": "http.response.start",
-                "status": status,
+                "status": err.status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

@@ -148,6 +148,11 @@ class ChatServing:
             parser = SingleCallFilter(parser)
         return p.model.id, p.gen.request_id, stream, parser
 
+    async def start(self, req: ChatCompletionRequest) -> tuple[str, str, RequestStream, EventSource]:
+        """Prepare and submit `req`: (model id, request id, engine stream, its output parser). The
+        layers of the other APIs (Anthropic Messages, ...) turn the parser's events into their own."""
+        return await self._start(req)
+
     async def create_full(self, req: ChatCompletionRequest) -> dict[str, Any]:
         return await self._collect(*await self._start(req))
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from hermesd.runtime.engine.protocol import Engine
 from hermesd.server.model_registry import ModelRegistry
 from hermesd.server.serving_adapters import AdapterServing
+from hermesd.server.serving_anthropic import AnthropicServing
 from hermesd.server.serving_chat import ChatServing
 from hermesd.server.serving_completions import CompletionServing
+from hermesd.server.serving_ollama import OllamaServing
+from hermesd.server.serving_responses import ResponsesServing
 from hermesd.server.settings import Settings
 
 
@@ -19,6 +23,21 @@ class Serving:
     chat: ChatServing
     completions: CompletionServing
     adapters: AdapterServing
+
+    @cached_property
+    def anthropic(self) -> AnthropicServing:
+        """The Messages API layer: chat's serving object under Anthropic's wire format."""
+        return AnthropicServing(self.chat, self.engine)
+
+    @cached_property
+    def responses(self) -> ResponsesServing:
+        """The Responses API layer, with its store of responses (kept as long as the app)."""
+        return ResponsesServing(self.chat, self.chat.settings)
+
+    @cached_property
+    def ollama(self) -> OllamaServing:
+        """Ollama's API layer: chat's serving object under Ollama's wire format."""
+        return OllamaServing(self.chat, self.registry, self.engine)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hermesd.server.errors import to_api_error
+from hermesd.server.errors import ANTHROPIC_PATHS, error_body, to_api_error
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -34,19 +34,32 @@ def dumps(obj: Any) -> str:
 
 
 def sse_response(
-    chunks: AsyncIterator[dict[str, Any]], headers: dict[str, str] | None = None
+    chunks: AsyncIterator[dict[str, Any]],
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "",
 ) -> EventSourceResponse:
+    """OpenAI's stream: `data:` lines, then `data: [DONE]`. With the `path` of an API whose events
+    are named by their `type` (Anthropic's; OpenAI Responses', whose serving object turns its own
+    errors into events), each event carries `event: <type>`, an error is shaped as that API's
+    errors are (`error_body`) and there is no [DONE]."""
+    named = path.startswith((*ANTHROPIC_PATHS, "/v1/responses"))
+
+    def event(chunk: dict[str, Any]) -> dict[str, str]:
+        return {"event": chunk["type"], "data": dumps(chunk)} if named else {"data": dumps(chunk)}
+
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
             async for chunk in chunks:
-                yield {"data": dumps(chunk)}
+                yield event(chunk)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # after the first byte, errors travel as an event
-            yield {"data": dumps(to_api_error(exc).body())}
+            yield event(error_body(to_api_error(exc), path))
         finally:
             await _aclose(chunks)
-        yield {"data": "[DONE]"}
+        if not named:
+            yield {"data": "[DONE]"}
 
     return EventSourceResponse(events(), headers=headers, ping=15, sep="\n")
 

@@ -186,6 +186,9 @@ class LlamaCppEngine:
     def stats(self) -> EngineStats:
         return self.scheduler.stats()
 
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.model.tokenize(prompt))
+
     async def submit(self, request: GenerationRequest) -> LlamaStream:
         # tokenizing a long prompt takes milliseconds: keep that off the event loop; a short one
         # takes microseconds, less than the hop to a worker thread would cost

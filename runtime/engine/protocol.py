@@ -68,6 +68,7 @@ class FinishEvent:
     reason: FinishReason
     usage: Usage
     error: str | None = None
+    stop_sequence: str | None = None  # the request's stop string that ended it ("stop" only)
 
 
 EngineEvent = TextEvent | FinishEvent
@@ -137,6 +138,10 @@ class Engine(Protocol):
     def ready(self) -> bool: ...
 
     def stats(self) -> EngineStats: ...
+
+    def count_tokens(self, prompt: str) -> int:
+        """The prompt tokens `submit` counts for this prompt (its usage's `prompt_tokens`)."""
+        ...
 
     async def submit(self, request: GenerationRequest) -> RequestStream:
         """Tokenize, check limits and queue one request. Raises ContextLengthExceeded,

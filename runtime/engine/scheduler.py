@@ -451,7 +451,7 @@ class Scheduler:
         slot.busy = None
         slot.last_used = time.monotonic()
         self.finished[reason] = self.finished.get(reason, 0) + 1
-        seq.sink(FinishEvent(reason, usage, error))
+        seq.sink(FinishEvent(reason, usage, error, seq.assembler.matched if reason == "stop" else None))
         log.debug(
             "request %s finished: %s after %d tokens", seq.request.request_id, reason, seq.completion_tokens
         )

@@ -21,6 +21,7 @@ class TextAssembler:
     )
     _held: str = ""
     stopped: bool = False
+    matched: str | None = None  # the stop string that was seen
 
     def push(self, data: bytes) -> str:
         """Add a token's bytes; return the text that is now safe to emit. After a stop string
@@ -31,7 +32,7 @@ class TextAssembler:
         if not self.stops:
             self._held = ""
             return text
-        cut = _first_stop(text, self.stops)
+        cut, self.matched = _first_stop(text, self.stops)
         if cut is not None:
             self.stopped = True
             self._held = ""
@@ -46,20 +47,22 @@ class TextAssembler:
             return ""
         text = self._held + self._decoder.decode(b"", final=True)
         self._held = ""
-        cut = _first_stop(text, self.stops) if self.stops else None
+        cut, self.matched = _first_stop(text, self.stops)
         if cut is not None:
             self.stopped = True
             return text[:cut]
         return text
 
 
-def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
+def _first_stop(text: str, stops: tuple[str, ...]) -> tuple[int | None, str | None]:
+    """Where the first stop string in `text` begins, and which one it is."""
     best: int | None = None
+    which: str | None = None
     for stop in stops:
         i = text.find(stop)
         if i >= 0 and (best is None or i < best):
-            best = i
-    return best
+            best, which = i, stop
+    return best, which
 
 
 def _longest_stop_prefix_suffix(text: str, stops: tuple[str, ...]) -> int:
