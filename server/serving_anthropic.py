@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,6 +39,8 @@ from hermesd.server.protocol.anthropic import (
 from hermesd.server.protocol.chat import ChatCompletionRequest
 from hermesd.server.serving_chat import ChatServing, EventSource
 from hermesd.server.serving_common import Outcome, texts
+
+log = logging.getLogger(__name__)
 
 STOP_REASONS = {"length": "max_tokens"}  # engine finish -> stop_reason; the rest are end_turn
 
@@ -118,6 +121,11 @@ def chat_request(req: CountTokensRequest) -> ChatCompletionRequest:
         body["reasoning"] = {"enabled": True}
     if isinstance(thinking, ThinkingEnabled):  # a number the request gives beats an effort's budget
         body["max_reasoning_tokens"] = thinking.budget_tokens
+    for t in req.tools or ():
+        if not t.is_custom:  # as llama-server does: clients send them on every request
+            log.warning(
+                "leaving out tool %r: Anthropic's server tools (%s) are not served here", t.name, t.type
+            )
     if req.tools:
         body["tools"] = [
             {
@@ -125,10 +133,11 @@ def chat_request(req: CountTokensRequest) -> ChatCompletionRequest:
                 "function": {
                     "name": t.name,
                     **({"description": t.description} if t.description else {}),
-                    "parameters": t.input_schema,
+                    "parameters": t.input_schema or {"type": "object"},
                 },
             }
             for t in req.tools
+            if t.is_custom
         ]
     choice = req.tool_choice
     if choice is not None:

@@ -61,10 +61,16 @@ class MessageParam(_Block):
 
 
 class Tool(_Block):
-    type: Literal["custom"] | None = None  # server tools (web_search_...) are refused by validation
+    # "custom" (or none): a function the client runs. Anthropic's server tools (web_search_..., bash_...)
+    # carry their own type and no schema; they are left out (server/serving_anthropic.py).
+    type: str | None = Field(None, max_length=256)
     name: str = Field(..., min_length=1, max_length=256)
     description: str | None = None
-    input_schema: dict[str, Any]
+    input_schema: dict[str, Any] | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        return self.type in (None, "custom")
 
 
 class ToolChoiceAuto(_Block):

@@ -148,6 +148,21 @@ async def test_tool_use_round_trip(make_client: Any, chunk: int) -> None:
     assert '{"forecast": "sunny"}' in prompt and '"city": "Paris"' in prompt
 
 
+async def test_server_tools_are_left_out(make_client: Any) -> None:
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+    async with make_client() as (http, engine):
+        await create(http, False, tools=[WEATHER, search])
+    assert "get_weather" in engine.requests[0].prompt and "web_search" not in engine.requests[0].prompt
+
+
+async def test_claude_names_reach_the_model_through_an_alias(make_client: Any) -> None:
+    async with make_client(model_alias=["claude-*=fake-model"]) as (http, _):
+        m = await both(http, model="claude-sonnet-4-5")
+        counted = await sdk(http).messages.count_tokens(model="claude-haiku-4-5", messages=ASK)
+    assert m["content"] == [{"type": "text", "text": "Hello there."}]
+    assert counted.input_tokens == m["usage"]["input_tokens"]
+
+
 CHOICES: list[tuple[dict[str, Any], str | None, bool]] = [
     # (tool_choice, expected grammar's named tool or None, whether a grammar forces a call)
     ({"type": "auto"}, None, False),
