@@ -29,6 +29,7 @@ PATHS = {
     "completions": ("/v1/completions", COMPLETION),
     "ollama": ("/api/chat", OLLAMA_CHAT),  # an NDJSON stream, not SSE
     "responses": ("/v1/responses", {"model": "fake-model", "input": "hi", "max_output_tokens": 50}),
+    "anthropic": ("/v1/messages", CHAT),  # Anthropic's Messages body has these same fields
 }
 
 
@@ -39,6 +40,7 @@ class EndlessStream:
     order: list[str]
     generating: asyncio.Event
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    prompt_tokens: int = 1  # RequestStream's count, read by the Anthropic layer's message_start
 
     def __aiter__(self) -> AsyncIterator[EngineEvent]:
         return self._run()
@@ -154,7 +156,7 @@ async def hang_up(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-@pytest.mark.parametrize("endpoint", ["chat", "completions", "ollama", "responses"])
+@pytest.mark.parametrize("endpoint", list(PATHS))
 async def test_a_disconnect_cancels_the_request_at_once(
     make_client: Any, endpoint: str, stream: bool
 ) -> None:
