@@ -19,14 +19,10 @@ from __future__ import annotations
 import math
 
 from hermesd.models.catalog import Variant
-from hermesd.runtime.engine.context_settings import KV_CACHE_TYPES, ContextSettings, pad_cells
+from hermesd.runtime.engine.context_settings import KV_CACHE_TYPES, ContextSettings
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-
-def kv_cells(context: int, parallel: int) -> int:
-    return pad_cells(context * parallel)
 
 
 def kv_row_bytes(kv_type: str, elements: int) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
 from hermesd.runtime.engine.context_settings import ContextSettings
+from hermesd.runtime.memory import kv_row_bytes
 from hermesd.runtime.planner import Plan
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def _compare(plan: Plan, r: dict[str, Any]) -> VerifyReport:
     kv_measured = sum(r["kv_mib"].values()) * 2**20 if any(r["kv_mib"].values()) else None
     settings = plan.settings
     kv_from_hparams = (
-        r["n_layer"] * 2 * settings.kv_row_bytes(r["n_head_kv"] * r["head_dim"]) * settings.kv_cells
+        r["n_layer"] * 2 * kv_row_bytes(settings.kv_type, r["n_head_kv"] * r["head_dim"]) * settings.kv_cells
     )
     return VerifyReport(
         True,

@@ -112,10 +112,6 @@ class ContextSettings:
     def n_ubatch(self) -> int:
         return min(self.n_batch, MAX_UBATCH)
 
-    def kv_row_bytes(self, elements: int) -> int:
-        kind = KV_CACHE_TYPES[self.kv_type]
-        return math.ceil(elements / kind.block_elements) * kind.block_bytes
-
     def fill(self, params: Any) -> Any:
         """Write these settings onto a `llama_cpp.llama_context_params`; returns it."""
         params.n_ctx = self.n_ctx

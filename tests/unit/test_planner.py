@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hermesd.models.catalog import load_catalog
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.hardware import Hardware, hardware_from_dict, load_profile
-from hermesd.runtime.memory import GIB, MIB, kv_bytes_per_layer, kv_cells
+from hermesd.runtime.memory import GIB, MIB, kv_bytes_per_layer
 from hermesd.runtime.planner import NoFit, Plan, PlanError, PlanRequest, plan, plan_to_json
 
 PROFILES = Path(__file__).resolve().parents[1] / "fixtures" / "hardware"
@@ -207,7 +208,7 @@ def assert_consistent(result: Plan, hw: Hardware) -> None:
     # The KV cache is the formula of the issue: layers x KV heads x head dim x 2 x ctx x parallel x bytes.
     variant = CATALOG.variant(result.variant)
     assert variant is not None
-    per_layer = kv_bytes_per_layer(variant, kv_cells(result.context, result.parallel), result.kv_type)
+    per_layer = kv_bytes_per_layer(variant, result.settings.kv_cells, result.kv_type)
     assert result.estimate.kv_bytes == per_layer * result.layers_total
     assert result.context >= 4096
     assert result.arithmetic and result.reasons
@@ -267,7 +268,8 @@ def test_kv_formula_matches_the_reference_table() -> None:
     assert kv_bytes_per_layer(v70, 65536, "f16") * v70.layers == 20 * GIB
     # q8_0 stores 32 values in 34 bytes; two parallel sequences need twice the cells.
     assert kv_bytes_per_layer(v14, 4096, "q8_0") * 32 == kv_bytes_per_layer(v14, 4096, "f16") * 17
-    assert kv_cells(16384, 2) == 2 * kv_cells(16384, 1)
+    two, one = ContextSettings(ctx=16384, parallel=2), ContextSettings(ctx=16384, parallel=1)
+    assert two.kv_cells == 2 * one.kv_cells
 
 
 def test_two_equal_gpus_get_half_each() -> None:
