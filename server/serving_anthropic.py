@@ -16,8 +16,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import ValidationError
-
 from hermesd.models.formats.deltas import Delta, OutputEvent, ToolCallEvent
 from hermesd.runtime.engine.protocol import Engine, RequestStream
 from hermesd.server.errors import invalid
@@ -37,7 +35,7 @@ from hermesd.server.protocol.anthropic import (
     ToolUseBlock,
 )
 from hermesd.server.protocol.chat import ChatCompletionRequest
-from hermesd.server.serving_chat import ChatServing, EventSource
+from hermesd.server.serving_chat import ChatServing, EventSource, validated_chat_request
 from hermesd.server.serving_common import Outcome, texts
 
 log = logging.getLogger(__name__)
@@ -158,12 +156,8 @@ def chat_request(req: CountTokensRequest) -> ChatCompletionRequest:
                 body[name] = getattr(req, name)
         if req.stop_sequences:
             body["stop"] = req.stop_sequences
-    try:
-        return ChatCompletionRequest.model_validate(body)
-    except ValidationError as exc:  # a sampling field out of chat completions' range
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        raise invalid(f"{param}: {first['msg']}", param=param) from None
+    # a sampling field out of chat completions' range, named as a dotted path
+    return validated_chat_request(body, lambda loc: (".".join(str(p) for p in loc),) if loc else loc)
 
 
 def signature(thinking: str) -> str:

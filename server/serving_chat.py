@@ -10,9 +10,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from hermesd.models.chat import ChatOptions
 from hermesd.models.formats.deltas import Delta, OutputEvent, ToolCallEvent
@@ -23,7 +25,7 @@ from hermesd.models.formats.prompt import RenderedPrompt
 from hermesd.runtime.engine.protocol import Engine, GenerationRequest, RequestStream
 from hermesd.server import request_log
 from hermesd.server.constraints import Constraints, resolve_constraints
-from hermesd.server.errors import invalid
+from hermesd.server.errors import invalid, validation_error
 from hermesd.server.model_registry import ModelRegistry, ResolvedModel
 from hermesd.server.protocol.chat import ChatCompletionRequest
 from hermesd.server.reasoning_controls import resolve_reasoning
@@ -39,6 +41,21 @@ from hermesd.server.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
+
+Loc = tuple[int | str, ...]
+
+
+def validated_chat_request(
+    body: Mapping[str, Any], rename: Callable[[Loc], Loc] = lambda loc: loc
+) -> ChatCompletionRequest:
+    """The chat completions request that another API's layer built from its own request. A value chat
+    completions refuses is the same 400 a chat request gets, with `rename` turning chat's field path
+    into the one the caller sent."""
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error([e | {"loc": rename(tuple(e["loc"]))} for e in exc.errors()]) from None
 
 @dataclass(frozen=True)
 class Prepared:

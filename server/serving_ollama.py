@@ -19,20 +19,17 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from pydantic import ValidationError
-
 from hermesd.models.gguf_info import file_type_name
 from hermesd.runtime.engine.protocol import Engine, ModelInfo
-from hermesd.server.errors import APIError, invalid, validation_error
+from hermesd.server.errors import APIError, invalid
 from hermesd.server.model_registry import ModelRegistry, ResolvedModel
-from hermesd.server.protocol.chat import ChatCompletionRequest
 from hermesd.server.protocol.ollama import (
     OllamaChatRequest,
     OllamaGenerateRequest,
     OllamaGenerationFields,
     OllamaMessage,
 )
-from hermesd.server.serving_chat import ChatServing
+from hermesd.server.serving_chat import ChatServing, Loc, validated_chat_request
 from hermesd.server.serving_common import DEFAULT_SAMPLING
 
 log = logging.getLogger(__name__)
@@ -244,11 +241,7 @@ class OllamaServing:
         return body
 
     async def _chunks(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        try:
-            req = ChatCompletionRequest.model_validate(body)
-        except ValidationError as exc:
-            raise validation_error([_in_ollama_names(e) for e in exc.errors()]) from None
-        return await self.chat.create_stream(req)
+        return await self.chat.create_stream(validated_chat_request(body, _in_ollama_names))
 
     async def _lines(
         self, name: str, chunks: AsyncIterator[dict[str, Any]], text_key: str
@@ -347,11 +340,10 @@ def _openai_message(m: OllamaMessage, where: str) -> dict[str, Any]:
     return out
 
 
-def _in_ollama_names(error: Any) -> Any:
-    loc = tuple(error.get("loc", ()))
+def _in_ollama_names(loc: Loc) -> Loc:
     if loc and loc[0] in OLLAMA_NAMES:
-        return error | {"loc": (*OLLAMA_NAMES[loc[0]].split("."), *loc[1:])}
-    return error
+        return (*OLLAMA_NAMES[str(loc[0])].split("."), *loc[1:])
+    return loc
 
 
 def _line(name: str, text_key: str, part: dict[str, Any], *, done: bool) -> dict[str, Any]:

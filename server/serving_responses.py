@@ -15,8 +15,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic import ValidationError
-
 from hermesd.models.formats.deltas import Delta, OutputEvent, ToolCallEvent
 from hermesd.runtime.engine.protocol import RequestStream, Usage
 from hermesd.server.errors import APIError, invalid, to_api_error
@@ -31,7 +29,7 @@ from hermesd.server.protocol.responses import (
     ResponsesRequest,
 )
 from hermesd.server.response_store import ResponseStore
-from hermesd.server.serving_chat import ChatServing, EventSource
+from hermesd.server.serving_chat import ChatServing, EventSource, validated_chat_request
 from hermesd.server.serving_common import Outcome, texts
 from hermesd.server.settings import Settings
 
@@ -160,13 +158,11 @@ def chat_request(req: ResponsesRequest, history: tuple[dict[str, Any], ...]) -> 
         "response_format": _response_format(req),
         "reasoning_effort": req.reasoning.effort if req.reasoning else None,
     }
-    try:
-        return ChatCompletionRequest.model_validate({k: v for k, v in body.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = [str(p) for p in first["loc"]]
-        param = _PARAMS.get(loc[0], loc[0]) if loc else None
-        raise invalid(f"{param}: {first['msg']}", param=param) from None
+    # an error names the Responses field it came from (chat's message indexes mean nothing here)
+    return validated_chat_request(
+        {k: v for k, v in body.items() if v is not None},
+        lambda loc: (_PARAMS.get(str(loc[0]), str(loc[0])),) if loc else loc,
+    )
 
 
 def _renamed(err: APIError) -> APIError:
