@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import click
 
+from hermesd.cli.daemon_address import fail, local_defaults
 from hermesd.models.store import AdapterStore, StoreError, check_name
 from hermesd.runtime.tune.daemon import (
     ADMIN_KEY_ENV,
@@ -21,33 +20,6 @@ from hermesd.runtime.tune.daemon import (
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"hermesd: error: {message}", err=True)
-    sys.exit(code)
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """Where the local daemon keeps its state and listens, from its settings (flags > env > file)."""
-
-    state_dir: Path
-    serve_url: str
-    admin_key: str | None
-
-
-def local_defaults(config_file: Path | None = None) -> Defaults:
-    from hermesd.server.settings import load_settings
-
-    try:
-        settings = load_settings({}, config_file)
-    except ValueError as exc:  # a broken config file or variable: say so, do not guess
-        fail(f"cannot read hermesd settings: {exc}")
-    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    keys = settings.admin_keys()
-    return Defaults(settings.state_dir, f"http://{host}:{settings.port}", keys[0] if keys else None)
 
 
 def daemon_options(fn: F) -> F:

@@ -22,7 +22,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from hermesd.cli.adapters_cmd import daemon_options, fail, resolve
+from hermesd.cli.adapters_cmd import daemon_options, resolve
+from hermesd.cli.daemon_address import fail
 from hermesd.runtime.errors import HermesdError
 from hermesd.runtime.tune.config import DEFAULT_TARGETS, TrainConfig
 from hermesd.runtime.tune.daemon import hot_load
