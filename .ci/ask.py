@@ -26,6 +26,13 @@ while True:
     if time.monotonic() > deadline:
         sys.exit("hermesd serve was not healthy within 180 s")
     time.sleep(0.5)
+# the chat page comes from the installed package's data files (pyproject's package-data)
+with urllib.request.urlopen(f"{base}/", timeout=30) as r:
+    assert "script-src 'self'" in r.headers["content-security-policy"], r.headers
+    assert b'src="/ui/app.js"' in r.read()
+for name in ("app.js", "api.js", "markdown.js", "store.js", "style.css"):
+    with urllib.request.urlopen(f"{base}/ui/{name}", timeout=30) as r:
+        assert r.status == 200 and r.read(), name
 with urllib.request.urlopen(f"{base}/v1/models", timeout=30) as r:
     model = json.load(r)["data"][0]["id"]
 body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16}

@@ -31,6 +31,7 @@ from hermesd.server.routes import (
     ollama,
     props,
     responses,
+    ui,
 )
 from hermesd.server.serving_adapters import AdapterServing
 from hermesd.server.serving_chat import ChatFormatInfo, ChatServing
@@ -136,6 +137,8 @@ def create_app(
     install_error_handlers(app)
     for module in (health, metrics, models, chat, completions, adapters, props, anthropic, responses, ollama):
         app.include_router(module.router)
+    if settings.ui:
+        app.include_router(ui.router)
     if settings.cors_origin:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -1,9 +1,10 @@
 """One ASGI middleware for what every request goes through before a route sees it.
 
 In order: a request id (echoed from `x-request-id` or made up) on every response; the `Host`
-header check against DNS rebinding; the API-key check (`/health` stays public; `/v1/adapters` needs
-an admin key); the body-size cap (413); one access-log line when the response ends. Pure ASGI, not
-BaseHTTPMiddleware, so streaming responses and client-disconnect detection pass through untouched.
+header check against DNS rebinding; the API-key check (`/health` and the chat page's static files
+stay public; `/v1/adapters` needs an admin key); the body-size cap (413); one access-log line when
+the response ends. Pure ASGI, not BaseHTTPMiddleware, so streaming responses and client-disconnect
+detection pass through untouched.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = ("/health",)
+# The chat page and its files are static and hold nothing secret; the API calls the page makes
+# carry the key the user types, so the page must load without one (GET only).
+PAGE_PATHS = ("/",)
+PAGE_PREFIXES = ("/ui/",)
 ADMIN_PREFIXES = ("/v1/adapters",)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -106,6 +111,8 @@ class HermesdMiddleware:
         if scope["method"] == "OPTIONS":
             return None
         if path in PUBLIC_PATHS or not (self.user_keys or self.admin_keys):
+            return None
+        if scope["method"] in ("GET", "HEAD") and (path in PAGE_PATHS or path.startswith(PAGE_PREFIXES)):
             return None
         key = _presented_key(headers)
         admin_ok = key is not None and any(hmac.compare_digest(key, k) for k in self.admin_keys)

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = False
     cors_origin: Annotated[list[str], NoDecode] = Field(default_factory=list)
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ui: bool = Field(True, description="serve the chat page at / (--no-ui: no page, / is a 404)")
 
     # -- limits
     max_queue: int = Field(64, ge=0, le=100_000)
