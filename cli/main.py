@@ -6,10 +6,12 @@ import click
 
 from hermesd.cli.adapters_cmd import adapters_group
 from hermesd.cli.catalog_cmd import catalog_group
+from hermesd.cli.chat import chat_command
 from hermesd.cli.doctor import doctor_command
 from hermesd.cli.install_service import install_service_command
 from hermesd.cli.models_cmd import models_command
 from hermesd.cli.plan import plan_command
+from hermesd.cli.ps import ps_command
 from hermesd.cli.pull import pull_command
 from hermesd.cli.serve import serve_command
 from hermesd.cli.setup_gpu import setup_gpu_command
@@ -33,6 +35,8 @@ for command in (
     install_service_command,
     setup_gpu_command,
     doctor_command,
+    chat_command,
+    ps_command,
 ):
     cli.add_command(command)
 

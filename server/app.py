@@ -31,6 +31,7 @@ from hermesd.server.routes import (
     ollama,
     props,
     responses,
+    status,
     ui,
 )
 from hermesd.server.serving_adapters import AdapterServing
@@ -137,6 +138,7 @@ def create_app(
     install_error_handlers(app)
     for module in (health, metrics, models, chat, completions, adapters, props, anthropic, responses, ollama):
         app.include_router(module.router)
+    app.include_router(status.router)
     if settings.ui:
         app.include_router(ui.router)
     if settings.cors_origin:

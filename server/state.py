@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from hermesd.runtime.engine.protocol import Engine
@@ -46,3 +47,9 @@ class AppState:
     serving: Serving | None = None
     load_error: str | None = None
     draining: bool = False
+    # when the app was made (the daemon's start, before the model loads): `hermesd ps` shows uptime
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_monotonic
