@@ -242,3 +242,31 @@ def test_model_markup_is_text_and_markdown_renders(page: Any, page_server: Serve
     assert page.locator("#messages img, #messages script").count() == 0
     page.wait_for_timeout(200)  # time for an image error to fire, had one been made
     assert page.evaluate("window.__pwned") is None
+
+
+def test_picker_lists_adapters_and_sends_the_choice(page: Any, page_server: ServerProcess) -> None:
+    base = httpx.get(
+        page_server.base_url + "/v1/models", headers={"authorization": f"Bearer {KEY}"}, timeout=10
+    ).json()["data"][0]
+    adapter = {"id": f"{base['id']}:pirate", "object": "model", "parent": base["id"], "root": base["id"]}
+    # no adapter is loaded in this server: add one to the listing the page reads
+    page.route(
+        "**/v1/models",
+        lambda route: route.fulfill(json={"object": "list", "data": [base, adapter]}),
+        times=1,
+    )
+    open_with_key(page, page_server)
+    assert page.locator("#model > option").all_inner_texts() == [base["id"]]
+    assert page.locator("#model optgroup[label=Adapters] > option").get_attribute("value") == adapter["id"]
+    page.select_option("#model", adapter["id"])
+    sent: list[dict[str, Any]] = []
+
+    def answer(route: Any) -> None:
+        sent.append(json.loads(route.request.post_data))
+        route.fulfill(status=200, content_type="text/event-stream", body=sse({"content": "Arr."}))
+
+    page.route("**/v1/chat/completions", answer, times=1)
+    send(page, "Hello")
+    wait_idle(page)
+    assert last_answer(page).locator(".content").inner_text() == "Arr."
+    assert sent[0]["model"] == adapter["id"] and sent[0]["think"] is False
