@@ -226,8 +226,13 @@ ui.newChat.addEventListener("click", () => {
 
 function statsText(stats) {
   if (!stats) return "";
-  const rate = stats.seconds > 0 ? ` · ${(stats.tokens / stats.seconds).toFixed(1)} tokens/s` : "";
-  return `${stats.approx ? "≈" : ""}${stats.tokens} tokens${rate}${stats.stopped ? " · stopped" : ""}`;
+  // decode speed: the tokens after the first one, over the time since the first one arrived
+  const rate =
+    stats.tokens > 1 && stats.seconds > 0
+      ? ` · ${((stats.tokens - 1) / stats.seconds).toFixed(1)} tokens/s`
+      : "";
+  const count = `${stats.approx ? "≈" : ""}${stats.tokens} token${stats.tokens === 1 ? "" : "s"}`;
+  return `${count}${rate}${stats.stopped ? " · stopped" : ""}`;
 }
 
 /** The view of one assistant message, updated in place while it streams. */
@@ -336,7 +341,8 @@ async function generate() {
   const controller = new AbortController();
   state.controller = controller;
   let deltas = 0;
-  let first = 0;
+  let first = 0; // when the first delta arrived
+  let last = 0; // and the latest one
   let pending = false;
   const paint = () => {
     pending = false;
@@ -345,13 +351,13 @@ async function generate() {
     ui.messages.scrollTop = ui.messages.scrollHeight;
   };
   const onDelta = ({ content, reasoning }) => {
-    if (!first) first = performance.now();
+    last = performance.now();
+    if (!first) first = last;
     deltas += 1;
     if (content && !message.content) view.reasoning.open = false; // the answer begins: fold it
     message.content += content;
     message.reasoning += reasoning;
-    const seconds = (performance.now() - first) / 1000;
-    message.stats = { tokens: deltas, seconds, approx: true };
+    message.stats = { tokens: deltas, seconds: (last - first) / 1000, approx: true };
     if (!pending) {
       pending = true;
       requestAnimationFrame(paint);
@@ -359,9 +365,8 @@ async function generate() {
   };
   try {
     const { usage } = await withKey(() => streamChat(body, controller.signal, onDelta));
-    const seconds = first ? (performance.now() - first) / 1000 : 0;
     if (usage && typeof usage.completion_tokens === "number") {
-      message.stats = { tokens: usage.completion_tokens, seconds };
+      message.stats = { tokens: usage.completion_tokens, seconds: (last - first) / 1000 };
     }
   } catch (err) {
     if (controller.signal.aborted) {
