@@ -21,6 +21,7 @@ from hermesd.runtime.engine.fallback import load_with_fallback
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine, default_threads
 from hermesd.runtime.engine.load_report import OffloadError, check_offload
+from hermesd.runtime.engine.speculation import SpeculationSettings
 from hermesd.runtime.gpu_access import GpuAccess
 from hermesd.server.settings import ConfigFileError, Settings, load_settings
 
@@ -51,6 +52,11 @@ def engine_config(settings: Settings, model_path: Path) -> EngineConfig:
             kv_type=settings.kv_type,
             flash_attn=settings.flash_attn,
             max_queue=settings.max_queue,
+        ),
+        speculation=SpeculationSettings(
+            ngram=settings.ngram_lookup,
+            max_draft=settings.spec_max_draft,
+            start=min(4, settings.spec_max_draft),
         ),
     )
 

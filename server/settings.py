@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # llama.cpp's CPU "extra buffer types" (AMX and weight repacking). AMX traps in many VMs and
     # kills the process with SIGILL on the first quantized matmul, so they stay off unless asked.
     cpu_extra_buffers: bool = False
+    # speculative decoding by prompt lookup (runtime/engine/speculation.py): drafts the continuation
+    # of the latest earlier occurrence of the last tokens; output is the same with it on or off
+    ngram_lookup: bool = Field(
+        False, description="speculative decoding by n-gram lookup in the prompt and output"
+    )
+    spec_max_draft: int = Field(8, ge=1, le=64, description="most tokens drafted per stream and step")
 
     # -- reasoning
     think: bool = Field(False, description="reasoning on by default (Hermes 4's default is off)")

@@ -74,9 +74,13 @@ class ContextSettings:
     max_queue: int = 64  # requests that may wait for a slot (the scheduler's, not llama.cpp's)
 
     # One KV buffer shared by all slots: a batch mixing several sequences then runs as one ubatch
-    # (split streams force llama.cpp into equal splits, several graph runs per step). Each sequence
-    # is still capped at `ctx` tokens by the scheduler, so ctx x parallel cells always suffice.
-    kv_unified = True
+    # (split streams force llama.cpp into equal splits, several graph runs per step), and slots can
+    # share a prefix's cells. Each sequence is still capped at `ctx` tokens by the scheduler, so
+    # ctx x parallel cells always suffice. The price: attention sums over a sequence's cells in the
+    # order they lie in the shared buffer, which other sequences' traffic decides, so the last bits
+    # of the logits (and, at a near tie, a greedy token) can depend on concurrent load. False gives
+    # each sequence its own stream: results independent of other traffic, no prefix sharing.
+    kv_unified: bool = True
     # Sliding-window models (Gemma 3...) keep every position's KV, not just the window: a reused
     # prefix cut back to an earlier position then still has the cells its window needs
     # (llama-server saves that memory and re-processes or restores checkpoints instead).

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hermesd.models.gguf_info import gguf_info
@@ -24,6 +24,7 @@ from hermesd.runtime.engine.protocol import (
     TextEvent,
 )
 from hermesd.runtime.engine.scheduler import Scheduler, Sequence
+from hermesd.runtime.engine.speculation import SpeculationSettings
 from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthExceeded
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ FIRST_TOKEN_HANDOFF_S = 0.005
 class EngineConfig:
     model: LlamaModelConfig
     context: ContextSettings
+    speculation: SpeculationSettings = field(default_factory=SpeculationSettings)
 
 
 def default_threads() -> int:
@@ -107,7 +109,9 @@ class LlamaCppEngine:
         with capture_log() as lines:
             self.model = LlamaModel(config.model)
             try:
-                self.scheduler = Scheduler(self.model, config.context, flush=self._flush)
+                self.scheduler = Scheduler(
+                    self.model, config.context, flush=self._flush, speculation=config.speculation
+                )
             except Exception:
                 self.model.close()
                 raise

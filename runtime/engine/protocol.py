@@ -116,6 +116,9 @@ class EngineStats:
     cached_prompt_tokens: int = 0
     generated_tokens: int = 0
     finished: dict[str, int] = field(default_factory=dict)
+    # speculative decoding, by source of the drafts (runtime/engine/speculation.py)
+    spec_drafted: dict[str, int] = field(default_factory=dict)
+    spec_accepted: dict[str, int] = field(default_factory=dict)
 
 
 class RequestStream(Protocol):

@@ -5,6 +5,11 @@ adds their next token plus chunks of pending prompts to one batch, makes one `ll
 samples every sequence from its own logits row with its own sampler chain. Requests join at the
 next step; finished or cancelled ones free their slot at once.
 
+Speculation (runtime/engine/speculation.py): a generating sequence may add drafted tokens after its
+next token in the same batch. Each drafted position is sampled like any other, the draft is kept
+while the samples agree with it, and the KV cells of the rest are removed, so what a stream
+produces does not depend on whether it speculated.
+
 Adapters apply to a whole context, not to one sequence, so sequences with different adapter sets
 cannot share a decode step. Policy: groups take turns, one step each, in round-robin order, so
 one adapter's traffic cannot starve another's. A slot's cached tokens are reused for a new
@@ -37,6 +42,7 @@ from hermesd.runtime.engine.protocol import (
     Usage,
 )
 from hermesd.runtime.engine.sampling import SamplerChain
+from hermesd.runtime.engine.speculation import NGRAM, NgramDrafter, SpeculationSettings
 from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
 from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown, ModelLoadError
 
@@ -57,6 +63,7 @@ class Sequence:
     n_past: int = 0  # tokens of history already in the KV cache
     pending: list[int] = field(default_factory=list)  # tokens to feed next (prompt chunk or sampled)
     sampler: SamplerChain | None = None
+    drafter: NgramDrafter | None = None
     assembler: TextAssembler = field(default_factory=TextAssembler)
     tracker: ReasoningTracker = field(default_factory=ReasoningTracker)
     completion_tokens: int = 0
@@ -81,9 +88,11 @@ class Scheduler:
         model: LlamaModel,
         config: ContextSettings,
         flush: Callable[[list[Sequence]], None] = lambda started: None,
+        speculation: SpeculationSettings | None = None,
     ) -> None:
         self.model = model
         self.config = config
+        self.speculation = speculation or SpeculationSettings()
         params = config.fill(ll.llama_context_default_params())
         ctx = ll.llama_init_from_model(model.handle, params)
         if not ctx:
@@ -94,10 +103,14 @@ class Scheduler:
         self.ctx = ctx
         self.n_ctx_seq = min(config.ctx, ll.llama_n_ctx_seq(ctx))
         self.memory = ll.llama_get_memory(ctx)
-        # recurrent state cannot be shared from the middle of another sequence
-        self.share_prefixes = not (
-            ll.llama_model_is_recurrent(model.handle) or ll.llama_model_is_hybrid(model.handle)
-        )
+        # recurrent state cannot be cut or shared from the middle of a sequence
+        cells = not (ll.llama_model_is_recurrent(model.handle) or ll.llama_model_is_hybrid(model.handle))
+        # sharing a prefix tags cells with one more sequence: only within one KV stream
+        self.share_prefixes = cells and config.kv_unified
+        # rejected drafts are cut off the end of a sequence: only a cache of cells can do that
+        self.speculate = self.speculation.enabled and cells
+        if self.speculation.enabled and not self.speculate:
+            log.warning("speculative decoding is off: this model's memory cannot drop rejected drafts")
         self.n_batch = params.n_batch
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(seq_id=i) for i in range(config.parallel)]
@@ -117,6 +130,8 @@ class Scheduler:
         self.cached_prompt_tokens = 0
         self.generated_tokens = 0
         self.finished: dict[str, int] = {}
+        self.spec_drafted: dict[str, int] = {}
+        self.spec_accepted: dict[str, int] = {}
         self.thread = threading.Thread(target=self._run, name="hermesd-decode", daemon=True)
         self.thread.start()
 
@@ -149,6 +164,8 @@ class Scheduler:
                 cached_prompt_tokens=self.cached_prompt_tokens,
                 generated_tokens=self.generated_tokens,
                 finished=dict(self.finished),
+                spec_drafted=dict(self.spec_drafted),
+                spec_accepted=dict(self.spec_accepted),
             )
 
     def busy(self) -> int:
@@ -299,6 +316,7 @@ class Scheduler:
         seq.pending = seq.prompt[keep:]
         req = seq.request
         seq.sampler = sampler
+        seq.drafter = NgramDrafter(self.speculation) if self.speculate else None
         seq.assembler = TextAssembler(stops=req.stop)
         seq.tracker = ReasoningTracker(req.reasoning)
         if seq.tracker.over_budget:  # a budget of 0 for a prompt that opened the reasoning
@@ -329,7 +347,7 @@ class Scheduler:
 
         batch = self.batch
         n = 0
-        outputs: list[tuple[Sequence, int]] = []
+        outputs: list[tuple[Sequence, int, list[int]]] = []
         # generating sequences first: one token each keeps every stream moving
         order = sorted(members, key=lambda s: len(s.pending) > 1)
         for seq in order:
@@ -339,18 +357,20 @@ class Scheduler:
             if room <= 0:
                 break
             take = seq.pending[:room]
-            for j, tok in enumerate(take):
+            draft = self._draft(seq, room - 1) if len(seq.pending) == 1 else []
+            first = n
+            for j, tok in enumerate(take + draft):
                 batch.token[n] = tok
                 batch.pos[n] = seq.n_past + j
                 batch.n_seq_id[n] = 1
                 batch.seq_id[n][0] = seq.slot.seq_id  # type: ignore[union-attr]
-                batch.logits[n] = 0
+                batch.logits[n] = 1 if draft else 0  # every drafted position is verified
                 n += 1
-            seq.n_past += len(take)
+            seq.n_past += len(take) + len(draft)
             del seq.pending[: len(take)]
             if not seq.pending:
                 batch.logits[n - 1] = 1
-                outputs.append((seq, n - 1))
+                outputs.append((seq, first if draft else n - 1, draft))
         if n == 0:
             return
         batch.n_tokens = n
@@ -365,8 +385,23 @@ class Scheduler:
                     slot.cached = []
                     ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             return
-        for seq, index in outputs:
-            self._after_logits(seq, index)
+        for seq, index, draft in outputs:
+            self._after_logits(seq, index, draft)
+
+    def _draft(self, seq: Sequence, room: int) -> list[int]:
+        """Tokens to verify after the next one: no more than the batch, the context and the
+        request's max_tokens have room for."""
+        if seq.drafter is None:
+            return []
+        limit = min(
+            room,
+            self.n_ctx_seq - 1 - seq.n_past,
+            seq.request.max_tokens - seq.completion_tokens - 1,
+        )
+        draft = seq.drafter.propose(seq.history, limit)
+        if draft:
+            self.spec_drafted[NGRAM] = self.spec_drafted.get(NGRAM, 0) + len(draft)
+        return draft
 
     def _apply_adapters(self, key: AdapterKey) -> None:
         handles = []
@@ -388,9 +423,31 @@ class Scheduler:
             ll.llama_set_adapters_lora(self.ctx, None, 0, None)
         self._current_adapters = key
 
-    def _after_logits(self, seq: Sequence, index: int) -> None:
-        assert seq.sampler is not None
-        token = seq.sampler.sample(self.ctx, index)
+    def _after_logits(self, seq: Sequence, index: int, draft: list[int]) -> None:
+        """Sample the next token; with a draft, go on sampling its positions while the samples
+        agree with it, then drop the KV cells of the drafted tokens that were not kept."""
+        assert seq.sampler is not None and seq.slot is not None
+        slot = seq.slot
+        base = seq.n_past - 1 - len(draft)  # the position of the token fed before the draft
+        kept = 0
+        for i in range(len(draft) + 1):
+            seq.n_past = base + 1 + i  # the cells that hold accepted tokens, as without a draft
+            token = seq.sampler.sample(self.ctx, index + i)
+            self._take(seq, token)
+            if slot.busy is not seq or i == len(draft) or token != draft[i] or seq.pending != [token]:
+                break
+            kept += 1
+        if not draft:
+            return
+        seq.n_past = base + 1 + kept
+        # a sequence that finished on row `kept` left the slot caching history[:n_past] already
+        ll.llama_memory_seq_rm(self.memory, slot.seq_id, seq.n_past, -1)
+        self.spec_accepted[NGRAM] = self.spec_accepted.get(NGRAM, 0) + kept
+        assert seq.drafter is not None
+        seq.drafter.update(len(draft), kept)
+
+    def _take(self, seq: Sequence, token: int) -> None:
+        """One sampled token: stop, stream its text, or queue it for the next step."""
         req = seq.request
         eog = self.model.is_eog(token)
         if eog and not req.ignore_eos:

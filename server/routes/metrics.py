@@ -37,6 +37,17 @@ class EngineCollector:
         for reason, n in sorted(s.finished.items()):
             finished.add_metric([reason], n)
         yield finished
+        drafted = CounterMetricFamily(
+            "hermesd_spec_drafted_tokens", "tokens drafted for speculative decoding", labels=["source"]
+        )
+        accepted = CounterMetricFamily(
+            "hermesd_spec_accepted_tokens", "drafted tokens the model kept", labels=["source"]
+        )
+        for source in sorted(s.spec_drafted.keys() | s.spec_accepted.keys()):
+            drafted.add_metric([source], s.spec_drafted.get(source, 0))
+            accepted.add_metric([source], s.spec_accepted.get(source, 0))
+        yield drafted
+        yield accepted
         yield from device_metrics(self.engine.info)
 
 

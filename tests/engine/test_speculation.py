@@ -1,0 +1,217 @@
+"""Speculative decoding by n-gram lookup changes speed, never output (issue 17).
+
+The same requests run on two engines over the same tiny model, one with speculation and one
+without: greedy text is identical (with stop strings, a grammar and a reasoning budget, at 1 and 4
+streams), a seeded sampled reply is identical too (every drafted position is sampled with the
+request's own chain), and over many replies drawn with other seeds the distribution is the same
+(chi-square). Each test also checks that drafts were made and kept, so it cannot pass with
+speculation silently off.
+
+At 4 streams both engines give each sequence its own KV stream (`kv_unified=False`). In the shared
+(unified) cache that hermesd uses by default, attention sums a sequence's cells in the order they
+lie in the buffer, and other sequences decide that order: with or without speculation, the last
+bits of the logits then depend on concurrent traffic, and at a near tie so does a greedy token (seen
+here: one reply of 4 differed after 165 characters on the tiny Llama, and matched once the streams
+were separate). Separate streams take that out, so these tests see the verifier alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from scipy.stats import chi2_contingency
+
+from hermesd.models.formats.reasoning import Reasoning
+from hermesd.runtime.engine.context_settings import ContextSettings
+from hermesd.runtime.engine.grammars import schema_grammar
+from hermesd.runtime.engine.llama_model import LlamaModelConfig
+from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine
+from hermesd.runtime.engine.protocol import (
+    EngineStats,
+    FinishEvent,
+    GenerationRequest,
+    SamplingParams,
+    TextEvent,
+)
+from hermesd.runtime.engine.speculation import NGRAM, SpeculationSettings
+from tests.fixtures.tiny_models import tiny_model
+
+ARCHES = ["qwen3", "llama"]
+# a prompt that repeats itself: the tiny models continue it by copying, which is what n-gram
+# lookup predicts; "zq zq" is one they were never taught
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the",
+    "def add(a, b):\n    return a + b\n\ndef add(a, b):\n",
+    "zq zq",
+    "one two three four five one two three four five one two",
+]
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    reason: str
+    completion_tokens: int
+    reasoning_tokens: int
+
+
+class Pair:
+    """One engine without speculation and one with it, over the same model file; `streams`
+    requests run together (one at a time when 1)."""
+
+    def __init__(self, arch: str, streams: int) -> None:
+        self.arch, self.streams = arch, streams
+        model = LlamaModelConfig(path=tiny_model(arch))
+        context = ContextSettings(ctx=1024, parallel=4, threads=2, kv_unified=streams == 1)
+        self.plain = LlamaCppEngine(EngineConfig(model, context))
+        self.spec = LlamaCppEngine(EngineConfig(model, context, SpeculationSettings(ngram=True)))
+
+    def run(self, engine: LlamaCppEngine, requests: list[GenerationRequest]) -> list[Reply]:
+        step = self.streams
+        return [r for i in range(0, len(requests), step) for r in generate(engine, requests[i : i + step])]
+
+    def close(self) -> None:
+        self.plain.close()
+        self.spec.close()
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(arch, streams) for arch in ARCHES for streams in (1, 4)],
+    ids=lambda p: f"{p[0]}-{p[1]}streams",
+)
+def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
+    p = Pair(*request.param)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def generate(engine: LlamaCppEngine, requests: list[GenerationRequest]) -> list[Reply]:
+    """All requests at once (they share decode steps), in order."""
+
+    async def one(request: GenerationRequest) -> Reply:
+        stream = await engine.submit(request)
+        events = [e async for e in stream]
+        finish = events[-1]
+        assert isinstance(finish, FinishEvent) and finish.error is None, finish
+        text = "".join(e.text for e in events if isinstance(e, TextEvent))
+        u = finish.usage
+        return Reply(text, finish.reason, u.completion_tokens, u.reasoning_tokens)
+
+    async def run() -> list[Reply]:
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    return asyncio.run(run())
+
+
+def spec_counts(before: EngineStats, after: EngineStats) -> tuple[int, int]:
+    drafted = after.spec_drafted.get(NGRAM, 0) - before.spec_drafted.get(NGRAM, 0)
+    accepted = after.spec_accepted.get(NGRAM, 0) - before.spec_accepted.get(NGRAM, 0)
+    return drafted, accepted
+
+
+def both(pair: Pair, requests: list[GenerationRequest]) -> tuple[list[Reply], list[Reply]]:
+    before = pair.spec.stats()
+    plain, spec = pair.run(pair.plain, requests), pair.run(pair.spec, requests)
+    drafted, accepted = spec_counts(before, pair.spec.stats())
+    assert drafted > 0 and accepted > 0, "speculation never drafted or never kept a draft"
+    assert pair.plain.stats().spec_drafted == {}
+    return plain, spec
+
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def test_greedy_text_is_identical(pair: Pair) -> None:
+    requests = [GenerationRequest(p, 160, GREEDY, ignore_eos=True) for p in PROMPTS]
+    plain, spec = both(pair, requests)
+    assert spec == plain
+
+
+def test_greedy_with_stop_strings_is_identical(pair: Pair) -> None:
+    # the stop string is taken from the plain reply, so it is met somewhere inside a draft
+    (reference,) = pair.run(pair.plain, [GenerationRequest(PROMPTS[0], 120, GREEDY, ignore_eos=True)])
+    stop = reference.text[40:46]
+    assert stop.strip(), reference.text
+    requests = [GenerationRequest(p, 120, GREEDY, ignore_eos=True, stop=[stop]) for p in PROMPTS]
+    plain, spec = both(pair, requests)
+    assert spec == plain
+    assert plain[0].reason == "stop" and stop not in plain[0].text
+
+
+def test_greedy_under_a_grammar_is_identical(pair: Pair) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "string"}, "b": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["a", "b"],
+    }
+    grammar = schema_grammar(schema, "response_format")
+    requests = [GenerationRequest(p, 120, GREEDY, grammar=grammar) for p in PROMPTS]
+    plain, spec = both(pair, requests)
+    assert spec == plain
+    assert all(r.text.lstrip().startswith("{") for r in plain)
+
+
+def test_greedy_under_a_reasoning_budget_is_identical(pair: Pair) -> None:
+    # the prompt opens the reasoning; the budget closes it in the middle of what was drafted
+    budget = Reasoning(thinking=True, budget=24, starts_open=True)
+    requests = [
+        GenerationRequest(p + " <think>\n", 120, GREEDY, ignore_eos=True, reasoning=budget) for p in PROMPTS
+    ]
+    plain, spec = both(pair, requests)
+    assert spec == plain
+    assert all("</think>" in r.text for r in plain)
+
+
+def test_a_seeded_sampled_reply_is_identical(pair: Pair) -> None:
+    requests = [
+        GenerationRequest(p, 160, SamplingParams(temperature=0.7, seed=11 + i), ignore_eos=True)
+        for i, p in enumerate(PROMPTS)
+    ]
+    plain, spec = both(pair, requests)
+    assert spec == plain
+
+
+# the tiny Llama does not copy its prompt when sampling: no draft would be kept
+@pytest.mark.parametrize("pair", [("qwen3", 1), ("qwen3", 4)], indirect=True, ids=["1stream", "4streams"])
+def test_sampled_token_distribution_matches(pair: Pair) -> None:
+    """Replies drawn with different seeds on each side: the distribution of the short replies must
+    agree.
+
+    One category per reply (its whole text: 5 tokens, 4 of them possibly drafted), because the
+    tokens of one reply are not independent. Threshold: the chi-square homogeneity test over the
+    12 most frequent replies (the rest pooled) must give p > 0.001. The seeds are fixed, so the
+    outcome is fixed too; a verifier that kept drafts it should have rejected moves mass to the
+    copied text and fails it (tried: p < 0.001 at 1 and 4 streams)."""
+    n, length = 240, 5
+    prompt = PROMPTS[1]
+
+    def sampling(seed: int) -> SamplingParams:
+        return SamplingParams(temperature=0.5, top_k=0, top_p=1.0, seed=seed)
+
+    def tokens(engine: LlamaCppEngine, first_seed: int) -> collections.Counter[str]:
+        counts: collections.Counter[str] = collections.Counter()
+        for start in range(first_seed, first_seed + n, 4):
+            batch = [
+                GenerationRequest(prompt, length, sampling(s), ignore_eos=True)
+                for s in range(start, start + 4)
+            ]
+            for reply in pair.run(engine, batch):
+                counts[reply.text] += 1
+        return counts
+
+    before = pair.spec.stats()
+    plain, spec = tokens(pair.plain, 0), tokens(pair.spec, 10_000)
+    drafted, accepted = spec_counts(before, pair.spec.stats())
+    assert drafted > 0 and accepted > 0
+    top = [t for t, _ in (plain + spec).most_common(12)]
+    rows = [[c[t] for t in top] + [n - sum(c[t] for t in top)] for c in (plain, spec)]
+    columns = [col for col in zip(*rows, strict=True) if sum(col) > 0]
+    p = chi2_contingency([list(row) for row in zip(*columns, strict=True)]).pvalue
+    assert p > 0.001, (p, rows)

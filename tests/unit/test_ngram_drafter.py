@@ -1,0 +1,72 @@
+"""N-gram lookup drafts (runtime/engine/speculation.py): what is proposed, and how the draft length
+follows the acceptance of each stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from hermesd.runtime.engine.speculation import NgramDrafter, SpeculationSettings
+
+S = SpeculationSettings(ngram=True, max_draft=8, start=4, misses_before_pause=2, pause=3)
+
+
+@pytest.mark.parametrize(
+    ("history", "limit", "draft"),
+    [
+        # the last 2 tokens (5, 6) occurred before: propose what followed them
+        ([5, 6, 7, 8, 9, 1, 5, 6], 8, [7, 8, 9, 1]),
+        # the longest n-gram wins: (1, 2, 3) was followed by 9, (2, 3) more recently by 4
+        ([1, 2, 3, 9, 9, 2, 3, 4, 4, 1, 2, 3], 8, [9, 9, 2, 3]),
+        # the latest occurrence of an n-gram wins
+        ([5, 6, 1, 5, 6, 2, 5, 6], 8, [2, 5, 6]),
+        # no more than asked for
+        ([5, 6, 7, 8, 9, 1, 5, 6], 2, [7, 8]),
+        ([5, 6, 7, 8, 9, 1, 5, 6], 0, []),
+        # nothing repeats: no draft (the suffix never matches itself)
+        ([1, 2, 3, 4, 5, 6], 8, []),
+        ([7, 7], 8, []),
+        ([], 8, []),
+        # a run of one token predicts more of it
+        ([7, 7, 7, 7], 8, [7]),
+    ],
+)
+def test_proposals(history: list[int], limit: int, draft: list[int]) -> None:
+    assert NgramDrafter(S).propose(history, limit) == draft
+
+
+def test_the_index_grows_with_the_history() -> None:
+    d = NgramDrafter(S)
+    history = [1, 2, 3, 4]
+    assert d.propose(history, 8) == []
+    history += [1, 2]  # the output repeats the prompt's start
+    assert d.propose(history, 8) == [3, 4, 1, 2]
+    history += [3, 4, 9]
+    assert d.propose(history, 8) == []  # (4, 9) and (9,) are new
+    history += [1, 2, 3]
+    assert d.propose(history, 8) == [4, 9, 1, 2]  # the latest (1, 2, 3) was followed by 4, 9
+    assert d.indexed == len(history)
+
+
+def test_draft_length_follows_acceptance() -> None:
+    d = NgramDrafter(S)
+    assert d.length == 4
+    d.update(4, 4)
+    assert d.length == 8
+    d.update(8, 8)
+    assert d.length == 8  # capped at max_draft
+    d.update(8, 2)
+    assert d.length == 3  # what was kept, plus one
+    d.update(3, 0)
+    assert d.length == 1
+    d.update(0, 0)  # no draft: nothing learned
+    assert d.length == 1
+
+
+def test_a_stream_that_keeps_missing_pauses_then_tries_again() -> None:
+    d = NgramDrafter(S)
+    history = [5, 6, 7, 5, 6]
+    assert d.propose(history, 8)
+    d.update(2, 0)
+    d.update(1, 0)  # second miss in a row: pause for 3 proposals
+    assert [d.propose(history, 8) for _ in range(3)] == [[], [], []]
+    assert d.propose(history, 8) == [7, 5, 6][: d.length]
