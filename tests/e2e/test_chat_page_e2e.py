@@ -270,3 +270,20 @@ def test_picker_lists_adapters_and_sends_the_choice(page: Any, page_server: Serv
     wait_idle(page)
     assert last_answer(page).locator(".content").inner_text() == "Arr."
     assert sent[0]["model"] == adapter["id"] and sent[0]["think"] is False
+
+
+def test_an_error_after_the_stream_began_is_shown(page: Any, page_server: ServerProcess) -> None:
+    open_with_key(page, page_server)
+    body = sse({"content": "Part"}).replace(
+        "data: [DONE]",
+        'data: {"error": {"message": "engine <b>failed</b>", "type": "server_error"}}\n\ndata: [DONE]',
+    )
+    page.route(
+        "**/v1/chat/completions",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
+        times=1,
+    )
+    send(page, "Hello")
+    wait_idle(page)
+    assert page.inner_text("#error") == "engine <b>failed</b>"  # as text, like model output
+    assert last_answer(page).locator(".content").inner_text() == "Part"
