@@ -9,6 +9,7 @@ from hermesd.cli.catalog_cmd import catalog_group
 from hermesd.cli.chat import chat_command
 from hermesd.cli.doctor import doctor_command
 from hermesd.cli.install_service import install_service_command
+from hermesd.cli.launch import launch_command
 from hermesd.cli.models_cmd import models_command
 from hermesd.cli.plan import plan_command
 from hermesd.cli.ps import ps_command
@@ -37,6 +38,7 @@ for command in (
     doctor_command,
     chat_command,
     ps_command,
+    launch_command,
 ):
     cli.add_command(command)
 
