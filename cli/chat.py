@@ -153,13 +153,17 @@ class DaemonAPI:
             yield self._deltas(response)
 
     def _deltas(self, response: httpx.Response) -> Iterator[Delta]:
+        finished = False
         with self._errors():
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 delta = parse_event(line[5:].strip(), self.url)
                 if delta is not None:
+                    finished = finished or delta.finish_reason is not None
                     yield delta
+        if not finished:  # the daemon died or the connection broke: the text so far is not the answer
+            raise DaemonError(f"hermesd at {self.url}: the answer broke off before it was finished")
 
 
 # -- the conversation and its settings ---------------------------------------------------------------
@@ -308,9 +312,11 @@ def ask(api: DaemonAPI, conv: Conversation, user_text: str, screen: Screen) -> N
     answer: list[str] = []
     reasoning: list[str] = []
     stopped = False
+    finish: str | None = None
     try:
         with api.stream_chat(conv.request(user_text)) as deltas:
             for d in deltas:
+                finish = d.finish_reason or finish
                 if d.reasoning:
                     reasoning.append(d.reasoning)
                     screen.reasoning(conv, d.reasoning)
@@ -330,6 +336,8 @@ def ask(api: DaemonAPI, conv: Conversation, user_text: str, screen: Screen) -> N
     screen.line("")
     if stopped:
         screen.line("[stopped]", "dim")
+    elif finish == "length":
+        screen.line("[cut short: max_tokens or the end of the context]", "dim")
     if answer or not stopped:  # a stopped answer is kept as far as it went, as chat pages do
         conv.record(user_text, "".join(answer))
 

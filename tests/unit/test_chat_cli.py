@@ -303,3 +303,17 @@ def test_pipe_mode_with_nothing_to_ask(use_daemon: Callable[[Daemon], None]) -> 
     result = run_pipe(stdin="  \n")
     assert result.exit_code == 2 and "standard input was empty" in result.stderr
     assert daemon.requests == []
+
+
+def test_a_stream_that_breaks_off_is_an_error_not_an_answer(use_daemon: Callable[[Daemon], None]) -> None:
+    use_daemon(Daemon(reply=sse(delta(content="The capital"))))  # no finish_reason: the server died
+    result = run_pipe()
+    assert result.exit_code == 1
+    assert result.stderr == f"hermesd: error: hermesd at {URL}: the answer broke off before it was finished\n"
+
+
+def test_an_answer_cut_at_the_token_limit_says_so() -> None:
+    reply = sse(delta(content="1 2 3"), {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]})
+    conv, (scr, out) = Conversation(model="m"), screen()
+    ask(Daemon(reply=reply).api(), conv, "Count from 1 to 100.", scr)
+    assert out.getvalue() == "1 2 3\n[cut short: max_tokens or the end of the context]\n"
