@@ -424,11 +424,12 @@ def answer_pipe(api: DaemonAPI, conv: Conversation, text: str, out: TextIO) -> N
 
 def user_daemon_options(fn: F) -> F:
     """--url and --api-key of a command that uses the daemon's user API (`chat`, `ps`)."""
+    # no click envvar: HERMESD_API_KEY is the daemon's own setting (a comma-separated list), read
+    # through its settings by local_defaults, which takes the first key of it
     fn = click.option(
         "--api-key",
-        envvar=API_KEY_ENV,
         default=None,
-        help=f"API key of the daemon (also {API_KEY_ENV}; default: the first one in its settings)",
+        help=f"API key of the daemon (default: the first one in its settings, {API_KEY_ENV} included)",
     )(fn)
     fn = click.option(
         "--url",

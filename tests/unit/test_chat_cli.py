@@ -317,3 +317,10 @@ def test_an_answer_cut_at_the_token_limit_says_so() -> None:
     conv, (scr, out) = Conversation(model="m"), screen()
     ask(Daemon(reply=reply).api(), conv, "Count from 1 to 100.", scr)
     assert out.getvalue() == "1 2 3\n[cut short: max_tokens or the end of the context]\n"
+
+
+def test_the_key_comes_from_the_daemons_settings_first_of_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HERMESD_API_KEY", "k1,k2")  # how `hermesd serve` reads its keys
+    api = chat.connect("http://127.0.0.1:9", None)
+    assert api.api_key == "k1" and api.url == "http://127.0.0.1:9"
+    assert chat.connect("http://127.0.0.1:9", "given").api_key == "given"
