@@ -95,6 +95,7 @@ def server_commands(
             "--alias",
             "bench",
             "--no-webui",
+            *extra,
         ]
     if name == "llama_cpp.server":
         return [
@@ -126,25 +127,36 @@ def server_commands(
 
 @contextmanager
 def start(
-    name: str, model: Path, args: argparse.Namespace, log_dir: Path, vocab: Vocab
+    name: str,
+    model: Path,
+    args: argparse.Namespace,
+    log_dir: Path,
+    vocab: Vocab,
+    extra: list[str] | None = None,
+    label: str | None = None,
 ) -> Iterator[Server | None]:
+    """Start one server and wait until it answers. `extra` flags replace --hermesd-arg (for hermesd)
+    and go to llama-server as they are; `label` names it in the tables (default: `name`)."""
     from tests.e2e.server_process import free_port  # the helper the e2e tests use
 
     port = free_port()
     try:
-        cmd = server_commands(name, model, port, args.threads, args.ctx, args.slots, args.hermesd_arg)
+        if extra is None:
+            extra = args.hermesd_arg if name == "hermesd" else []
+        cmd = server_commands(name, model, port, args.threads, args.ctx, args.slots, extra)
     except ImportError as exc:
         print(f"  {name}: not available ({exc}); skipped")
         yield None
         return
-    log = (log_dir / f"{name}.log").open("wb")
+    label = label or name
+    log = (log_dir / f"{label}.log").open("wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(name, proc, f"http://127.0.0.1:{port}", vocab)
+    server = Server(label, proc, f"http://127.0.0.1:{port}", vocab)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                print(f"  {name}: exited with {proc.returncode} while starting (see {log.name}); skipped")
+                print(f"  {label}: exited with {proc.returncode} while starting (see {log.name}); skipped")
                 yield None
                 return
             try:
