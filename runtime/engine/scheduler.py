@@ -68,6 +68,8 @@ class Sequence:
     tracker: ReasoningTracker = field(default_factory=ReasoningTracker)
     completion_tokens: int = 0
     cached_tokens: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     # set by the consumer once it has the first token (the engine waits for it, briefly)
     first_taken: threading.Event = field(default_factory=threading.Event)
@@ -401,6 +403,7 @@ class Scheduler:
         draft = seq.drafter.propose(seq.history, limit)
         if draft:
             self.spec_drafted[NGRAM] = self.spec_drafted.get(NGRAM, 0) + len(draft)
+            seq.drafted_tokens += len(draft)
         return draft
 
     def _apply_adapters(self, key: AdapterKey) -> None:
@@ -437,6 +440,7 @@ class Scheduler:
             if slot.busy is not seq or i == len(draft) or token != draft[i] or seq.pending != [token]:
                 break
             kept += 1
+            seq.accepted_tokens += 1  # counted as it goes: a later row may finish the request
         if not draft:
             return
         seq.n_past = base + 1 + kept
@@ -499,6 +503,8 @@ class Scheduler:
             completion_tokens=seq.completion_tokens,
             cached_tokens=seq.cached_tokens,
             reasoning_tokens=seq.tracker.tokens,
+            accepted_prediction_tokens=seq.accepted_tokens,
+            rejected_prediction_tokens=seq.drafted_tokens - seq.accepted_tokens,
         )
         if seq.sampler is not None:
             seq.sampler.close()

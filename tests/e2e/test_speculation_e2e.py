@@ -96,7 +96,10 @@ def test_answers_match_the_server_without_speculation(
     )
     assert fast.usage is not None and plain.usage is not None
     assert fast.usage["completion_tokens"] == plain.usage["completion_tokens"]
+    kept = fast.usage["completion_tokens_details"]["accepted_prediction_tokens"]
+    assert plain.usage["completion_tokens_details"]["accepted_prediction_tokens"] == 0
     drafted, accepted = spec_counters(spec)
     assert drafted > before[0], "no draft was made"
     if case != "json":
         assert accepted > before[1], "the reply repeats itself: some draft must be kept"
+        assert kept > 0, fast.usage
