@@ -144,7 +144,7 @@ def start(
         if extra is None:
             extra = args.hermesd_arg if name == "hermesd" else []
         cmd = server_commands(name, model, port, args.threads, args.ctx, args.slots, extra)
-    except ImportError as exc:
+    except (ImportError, AttributeError) as exc:  # not installed, or half (a build under way)
         print(f"  {name}: not available ({exc}); skipped")
         yield None
         return
