@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     ngram_lookup: bool = Field(
         False, description="speculative decoding by n-gram lookup in the prompt and output"
     )
-    spec_max_draft: int = Field(8, ge=1, le=64, description="most tokens drafted per stream and step")
+    spec_max_draft: int = Field(32, ge=1, le=64, description="most tokens drafted per stream and step")
+    spec_max_streams: int = Field(
+        4, ge=1, le=1024, description="speculate only in steps that decode at most this many streams"
+    )
 
     # -- reasoning
     think: bool = Field(False, description="reasoning on by default (Hermes 4's default is off)")

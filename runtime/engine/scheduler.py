@@ -352,6 +352,12 @@ class Scheduler:
         outputs: list[tuple[Sequence, int, list[int]]] = []
         # generating sequences first: one token each keeps every stream moving
         order = sorted(members, key=lambda s: len(s.pending) > 1)
+        # Drafts wait while a prompt waits (they would take its room in the batch and delay that
+        # stream's start) and in a step of many streams (they keep the hardware busy already:
+        # verifying drafts would cost more than it saves, as vLLM's speculative_disable_by_batch_size).
+        speculate = not any(len(s.pending) > 1 for s in members) and (
+            sum(1 for s in members if s.pending) <= self.speculation.max_streams
+        )
         for seq in order:
             if not seq.pending:
                 continue
@@ -359,7 +365,7 @@ class Scheduler:
             if room <= 0:
                 break
             take = seq.pending[:room]
-            draft = self._draft(seq, room - 1) if len(seq.pending) == 1 else []
+            draft = self._draft(seq, room - 1) if speculate and len(seq.pending) == 1 else []
             first = n
             for j, tok in enumerate(take + draft):
                 batch.token[n] = tok

@@ -25,14 +25,16 @@ class SpeculationSettings:
     ngram: bool = False
     # draft lengths: a stream starts at `start` and moves between 1 and `max_draft` with its
     # acceptance; a longer draft wastes more compute when it is wrong (the CPU pays for it)
-    max_draft: int = 8
-    start: int = 4
+    max_draft: int = 32
+    start: int = 8
     # n-gram sizes tried, longest first: a 4-token match predicts better than a 2-token one
     ngram_max: int = 4
     ngram_min: int = 2
     # a stream whose drafts keep failing stops drafting for `pause` tokens, then tries again
     misses_before_pause: int = 4
     pause: int = 32
+    # no drafts in a step that decodes more streams than this (generating or reading a prompt)
+    max_streams: int = 4
 
     @property
     def enabled(self) -> bool:

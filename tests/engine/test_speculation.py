@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -215,3 +216,43 @@ def test_sampled_token_distribution_matches(pair: Pair) -> None:
     columns = [col for col in zip(*rows, strict=True) if sum(col) > 0]
     p = chi2_contingency([list(row) for row in zip(*columns, strict=True)]).pvalue
     assert p > 0.001, (p, rows)
+
+
+def test_no_drafts_in_a_step_with_more_streams_than_max_streams() -> None:
+    """A batch of many streams already keeps the hardware busy: above `max_streams` streams in a
+    step nothing is drafted, at or below it drafting goes on."""
+    model = LlamaModelConfig(path=tiny_model("qwen3"))
+    context = ContextSettings(ctx=1024, parallel=4, threads=2)
+    engine = LlamaCppEngine(EngineConfig(model, context, SpeculationSettings(ngram=True, max_streams=2)))
+
+    def together(requests: list[GenerationRequest]) -> int:
+        """Drafted tokens when `requests` start in the same step: the decode thread is held
+        until all of them are queued."""
+        running, gate = threading.Event(), threading.Event()
+
+        def hold() -> bool:
+            running.set()
+            return gate.wait(30)
+
+        holder = threading.Thread(target=engine.scheduler.call, args=(hold,))
+        holder.start()
+        assert running.wait(30)
+
+        async def run() -> None:
+            streams = [await engine.submit(r) for r in requests]
+            gate.set()
+            for stream in streams:
+                events = [e async for e in stream]
+                assert isinstance(events[-1], FinishEvent) and events[-1].reason == "length"
+
+        before = engine.stats()
+        asyncio.run(run())
+        holder.join(30)
+        return spec_counts(before, engine.stats())[0]
+
+    try:
+        requests = [GenerationRequest(p, 60, GREEDY, ignore_eos=True) for p in PROMPTS]
+        assert together(requests) == 0  # 4 streams in every step
+        assert together(requests[:2]) > 0  # 2 streams
+    finally:
+        engine.close()
