@@ -56,7 +56,7 @@ def engine_config(settings: Settings, model_path: Path) -> EngineConfig:
         speculation=SpeculationSettings(
             ngram=settings.ngram_lookup,
             max_draft=settings.spec_max_draft,
-            start=min(8, settings.spec_max_draft),
+            start=min(SpeculationSettings.start, settings.spec_max_draft),
             max_streams=settings.spec_max_streams,
         ),
     )

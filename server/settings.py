@@ -17,9 +17,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from hermesd.runtime.engine.context_settings import KVType, kv_type_problem
+from hermesd.runtime.engine.speculation import SpeculationSettings
 
 log = logging.getLogger(__name__)
 
+# the engine's speculation defaults are the settings' defaults: one place to change them
+SPEC_DEFAULTS = SpeculationSettings()
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
 
@@ -78,9 +81,14 @@ class Settings(BaseSettings):
     ngram_lookup: bool = Field(
         False, description="speculative decoding by n-gram lookup in the prompt and output"
     )
-    spec_max_draft: int = Field(32, ge=1, le=64, description="most tokens drafted per stream and step")
+    spec_max_draft: int = Field(
+        SPEC_DEFAULTS.max_draft, ge=1, le=64, description="most tokens drafted per stream and step"
+    )
     spec_max_streams: int = Field(
-        4, ge=1, le=1024, description="speculate only in steps that decode at most this many streams"
+        SPEC_DEFAULTS.max_streams,
+        ge=1,
+        le=1024,
+        description="speculate only in steps that decode at most this many streams",
     )
 
     # -- reasoning
