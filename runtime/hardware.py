@@ -117,6 +117,26 @@ class EngineSpec:
 
 
 @dataclass(frozen=True)
+class RemoteDevice:
+    """One device a llama.cpp RPC worker offers, as the worker reports it (or a worker profile
+    declares it). The planner treats it like a local device behind a network link."""
+
+    name: str
+    kind: str  # "gpu" | "cpu"
+    memory_total_mib: int
+    memory_free_mib: int
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A llama.cpp RPC worker on another host: its address and its devices, in the order the
+    worker lists them (llama.cpp registers them in that order)."""
+
+    address: str  # "HOST:PORT"
+    devices: tuple[RemoteDevice, ...]
+
+
+@dataclass(frozen=True)
 class Hardware:
     gpus: tuple[Gpu, ...]
     ram_total_mib: int
@@ -131,6 +151,8 @@ class Hardware:
     source: str = "discovered"
     notes: tuple[str, ...] = field(default=())
     engine: EngineSpec | None = None
+    # llama.cpp RPC workers on other hosts, in registration order (`--worker`/`--worker-profile`).
+    workers: tuple[Worker, ...] = ()
 
     def ram_bandwidth(self) -> float:
         return self.ram_bandwidth_gbps or DEFAULT_RAM_BANDWIDTH_GBPS
