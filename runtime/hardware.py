@@ -97,12 +97,17 @@ class Gpu:
 
     def bandwidth_gbps(self) -> float:
         """Measured or declared bandwidth, else a data-sheet figure by name, else a default."""
-        if self.memory_bandwidth_gbps:
-            return self.memory_bandwidth_gbps
-        for pattern, gbps in KNOWN_GPU_BANDWIDTH_GBPS:
-            if pattern.lower() in self.name.lower():
-                return gbps
-        return DEFAULT_GPU_BANDWIDTH_GBPS
+        return gpu_bandwidth_gbps(self.name, self.memory_bandwidth_gbps)
+
+
+def gpu_bandwidth_gbps(name: str, declared: float | None = None) -> float:
+    """A GPU's memory bandwidth: the declared figure, else a data-sheet one by name, else a default."""
+    if declared:
+        return declared
+    for pattern, gbps in KNOWN_GPU_BANDWIDTH_GBPS:
+        if pattern.lower() in name.lower():
+            return gbps
+    return DEFAULT_GPU_BANDWIDTH_GBPS
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,13 @@ class RemoteDevice:
     kind: str  # "gpu" | "cpu"
     memory_total_mib: int
     memory_free_mib: int
+    # Only for the planner's speed estimate; None: by GPU name, or the RAM default for a CPU.
+    memory_bandwidth_gbps: float | None = None
+
+    def bandwidth_gbps(self) -> float:
+        if self.kind == "gpu":
+            return gpu_bandwidth_gbps(self.name, self.memory_bandwidth_gbps)
+        return self.memory_bandwidth_gbps or DEFAULT_RAM_BANDWIDTH_GBPS
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,71 @@ def load_profile(path: Path) -> Hardware:
     except json.JSONDecodeError as exc:
         raise HardwareProfileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     return hardware_from_dict(data, where=str(path), source=f"profile {path}")
+
+
+def worker_from_profile(path: Path) -> Worker:
+    """Read a worker profile: a --hardware profile of another host plus its RPC `"address"`
+    ("HOST:PORT"). Each GPU becomes a device with its free memory; a host without GPUs offers one
+    CPU device with the RAM available, capped by `"memory_limit_mib"` (the worker's --memory-limit).
+    Errors name the file and the key."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise HardwareProfileError(f"{path}: cannot read the worker profile: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise HardwareProfileError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    return worker_from_dict(data, where=str(path))
+
+
+def worker_from_dict(data: Any, *, where: str = "worker profile") -> Worker:
+    hw = hardware_from_dict(data, where=where, source=f"worker profile {where}")
+    raw_address = data.get("address")
+    if raw_address is None:
+        raise HardwareProfileError(f'{where}.address: missing (the worker\'s "HOST:PORT")')
+    if not isinstance(raw_address, str):
+        raise HardwareProfileError(f'{where}.address: expected a string "HOST:PORT", got {raw_address!r}')
+    problem = address_problem(raw_address)
+    if problem:
+        raise HardwareProfileError(f"{where}.address: {problem}")
+    limit = _number(data, "memory_limit_mib", where)
+    if hw.gpus:
+        devices = tuple(
+            RemoteDevice(
+                name=g.name,
+                kind="gpu",
+                memory_total_mib=g.memory_total_mib,
+                memory_free_mib=g.memory_free_mib,
+                memory_bandwidth_gbps=g.memory_bandwidth_gbps,
+            )
+            for g in hw.gpus
+        )
+    else:
+        total = hw.ram_total_mib if limit is None else min(hw.ram_total_mib, limit)
+        free = hw.ram_available_mib if limit is None else min(hw.ram_available_mib, limit)
+        devices = (
+            RemoteDevice(
+                name="CPU",
+                kind="cpu",
+                memory_total_mib=total,
+                memory_free_mib=free,
+                memory_bandwidth_gbps=hw.ram_bandwidth_gbps,
+            ),
+        )
+    return Worker(address=raw_address, devices=devices)
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` is not a "HOST:PORT" (IPv6 in brackets: "[fd00::2]:50052"), or None."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        return f'expected "HOST:PORT", got {address!r}'
+    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
+        return f'an IPv6 host goes in brackets ("[fd00::2]:50052"), got {address!r}'
+    if host in ("[]",) or any(c.isspace() for c in host):
+        return f"not a host name or address: {host!r}"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        return f"the port must be a number from 1 to 65535, got {port!r}"
+    return None
 
 
 def hardware_from_dict(data: Any, *, where: str = "profile", source: str = "profile") -> Hardware:
@@ -317,6 +394,22 @@ def to_profile_json(hw: Hardware) -> dict[str, Any]:
         "cuda_version": hw.cuda_version,
     }
     out.update({k: v for k, v in optional.items() if v is not None})
+    if hw.workers:
+        out["workers"] = [
+            {
+                "address": w.address,
+                "devices": [
+                    {
+                        "name": d.name,
+                        "kind": d.kind,
+                        "memory_total_mib": d.memory_total_mib,
+                        "memory_free_mib": d.memory_free_mib,
+                    }
+                    for d in w.devices
+                ],
+            }
+            for w in hw.workers
+        ]
     if hw.engine is not None:
         out["engine"] = {
             "backends": list(hw.engine.backends),

@@ -27,6 +27,11 @@ chooses by policy:
   the plan takes the most slots, up to 4 (llama-server's and Ollama's default), whose KV cache still
   fits beside the chosen model without moving a layer off the GPUs. A 16k context for one stream of
   thinking is worth more than three more streams, so slots never shrink the context or the quant.
+- Other hosts (llama.cpp RPC workers, `Hardware.workers`): the network is the slowest link, so a
+  candidate uses workers only when this host alone cannot hold it, and then the fewest that make it
+  fit, largest first (free memory of all its devices). Within the chosen variant, fewer hosts come
+  before a better quant. Layers go in whole runs per device in llama.cpp's order (workers' devices,
+  then local GPUs: runtime/placement.py); `engine_split` gives the engine that order.
 """
 
 from __future__ import annotations
@@ -37,9 +42,9 @@ from typing import Any, Literal
 
 from hermesd.models.catalog import Catalog, QuantEntry, Variant, WeightLayout, weight_layout
 from hermesd.runtime.engine.context_settings import ContextSettings, kv_type_problem
-from hermesd.runtime.hardware import Hardware
+from hermesd.runtime.hardware import Hardware, Worker
 from hermesd.runtime.memory import GIB, MIB, gib
-from hermesd.runtime.placement import Budget, Placement, place
+from hermesd.runtime.placement import NETWORK_GBPS, NETWORK_RTT_S, Budget, Placement, place
 
 Prefer = Literal["quality", "speed"]
 DEFAULT_CTX = 16384
@@ -87,6 +92,8 @@ class DevicePlacement:
     compute_bytes: int
     margin_bytes: int
     capacity_bytes: int
+    host: str | None = None  # None: this machine; else the worker's "HOST:PORT"
+    holds_output: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,8 @@ class Plan:
     reasons: tuple[str, ...]
     prefer: Prefer
     hardware_source: str
+    # llama.cpp RPC workers the plan uses, in registration order (see engine_split)
+    workers: tuple[str, ...] = ()
 
     @property
     def n_ctx(self) -> int:
@@ -156,8 +165,12 @@ class _Candidate:
     placement: Placement
 
     @property
-    def usable_key(self) -> tuple[int, int]:
-        return (self.variant.size_rank, self.rank)
+    def usable_key(self) -> tuple[int, int, int]:
+        return (self.variant.size_rank, -self.hosts, self.rank)
+
+    @property
+    def hosts(self) -> int:
+        return 1 + len(self.placement.workers)
 
 
 def plan(hardware: Hardware, catalog: Catalog, request: PlanRequest) -> Plan | NoFit:
@@ -213,7 +226,8 @@ def _finish(
     auto_slots: bool,
     original_kv: str,
 ) -> Plan:
-    chosen, why = _choose(fits, request, floor, explicit_quant=quant is not None, has_gpu=bool(hardware.gpus))
+    has_gpu = bool(hardware.gpus) or any(d.kind == "gpu" for w in hardware.workers for d in w.devices)
+    chosen, why = _choose(fits, request, floor, explicit_quant=quant is not None, has_gpu=has_gpu)
     notes: list[str] = []
     if request.kv_fallback and request.kv_type != original_kv:
         notes.append(
@@ -287,7 +301,30 @@ def _evaluate(
         gpu_margin_bytes=req.gpu_margin_mib * MIB,
         cpu_margin_bytes=req.cpu_margin_mib * MIB,
     )
-    return _Candidate(v, entry, layout, qtype.rank, ctx, place(v, layout, hw, budget))
+    return _Candidate(v, entry, layout, qtype.rank, ctx, _place_on_fewest_hosts(v, layout, hw, budget))
+
+
+def _place_on_fewest_hosts(v: Variant, layout: WeightLayout, hw: Hardware, budget: Budget) -> Placement:
+    """This host alone if it holds the model; else the fewest workers, largest first, that make it
+    fit (registration order kept among those chosen); else the closest miss."""
+    alone = place(v, layout, replace(hw, workers=()), budget)
+    if alone.fits or not hw.workers:
+        return alone
+    best = alone
+    ranked = _largest_first(hw.workers)
+    for k in range(1, len(ranked) + 1):
+        chosen = set(ranked[:k])
+        p = place(v, layout, replace(hw, workers=tuple(w for w in hw.workers if w in chosen)), budget)
+        if p.fits:
+            return p
+        if p.missing_bytes < best.missing_bytes:
+            best = p
+    return best
+
+
+def _largest_first(workers: Sequence[Worker]) -> list[Worker]:
+    """Largest (free memory of all its devices) first; ties in registration order."""
+    return sorted(workers, key=lambda w: -sum(d.memory_free_mib for d in w.devices))
 
 
 def _choose(
@@ -309,6 +346,8 @@ def _choose(
         return fastest, (f"quality: no option reaches {req.min_tok_s:g} tok/s here, so the fastest one{low}")
     top = max(c.variant.size_rank for c in usable)
     same = [c for c in usable if c.variant.size_rank == top]
+    fewest = min(c.hosts for c in same)
+    same = [c for c in same if c.hosts == fewest]
     full = [c for c in same if c.placement.full_offload and has_gpu]
     if full:
         best = max(full, key=lambda c: c.rank)
@@ -331,7 +370,8 @@ def _add_slots(
         more = replace(req, parallel=n)
         cand = _evaluate(c.variant, c.entry, catalog, hw, more, c.context)
         p = cand.placement
-        if p.fits and p.gpu_layers == c.placement.gpu_layers and p.full_offload == c.placement.full_offload:
+        same_split = p.gpu_layers == c.placement.gpu_layers and p.workers == c.placement.workers
+        if p.fits and same_split and p.full_offload == c.placement.full_offload:
             extra = p.kv_per_layer * c.variant.layers - c.placement.kv_per_layer * c.variant.layers
             return cand, more, [
                 f"slots: {n} sequences decoded together, the most up to {MAX_AUTO_SLOTS} that fit beside "
@@ -369,6 +409,8 @@ def _build(
             compute_bytes=d.compute_bytes,
             margin_bytes=d.margin_bytes,
             capacity_bytes=d.capacity_bytes,
+            host=d.host,
+            holds_output=d.holds_output,
         )
         for d in p.devices
     )
@@ -411,6 +453,7 @@ def _build(
         reasons=tuple(reasons),
         prefer=req.prefer,
         hardware_source=hw.source,
+        workers=p.workers,
     )
 
 
@@ -422,6 +465,8 @@ def _describe(c: _Candidate) -> str:
         where = f"{p.gpu_layers}/{c.variant.layers} layers on GPUs, the rest in RAM"
     else:
         where = "in RAM"
+    if p.workers:
+        where = f"{where} of this host and {len(p.workers)} worker(s)"
     if not p.fits:
         return f"{c.variant.id} even at {c.entry.quant}: does not fit ({gib(p.missing_bytes)} short)"
     return f"{c.variant.id} {c.entry.quant}: fits {where}, ~{_speed(p.tokens_per_s)}"
@@ -497,27 +542,32 @@ def _arithmetic(c: _Candidate, hw: Hardware, req: PlanRequest) -> list[str]:
         f" all {v.layers} layers: {gib(p.kv_per_layer * v.layers)}",
     ]
     for d in p.devices:
-        if d.device == "gpu" and d.layers == 0:
-            lines.append(f"GPU {d.index} ({d.name}, {gib(d.capacity_bytes)} free): unused")
+        label = device_label(d.device, d.index, d.name, d.host, d.capacity_bytes)
+        if d.offload and d.layers == 0:
+            lines.append(f"{label}: unused")
             continue
-        label = (
-            f"GPU {d.index} ({d.name}, {gib(d.capacity_bytes)} free)"
-            if d.device == "gpu"
-            else (f"RAM ({gib(d.capacity_bytes)} available)")
-        )
         parts = f"weights {gib(d.weights_bytes)} + KV {gib(d.kv_bytes)} + compute {gib(d.compute_bytes)}"
         ok = "fits" if d.bytes <= d.capacity_bytes else f"SHORT by {gib(d.bytes - d.capacity_bytes)}"
-        extra = " + output layer" if d.holds_output and d.device == "gpu" else ""
+        extra = " + output layer" if d.holds_output and d.offload else ""
         total = f"{gib(d.bytes)} -> {ok}"
         lines.append(f"{label}: {d.layers} layers{extra}: {parts} + margin {gib(d.margin_bytes)} = {total}")
     not_read = lay.token_embd_bytes + lay.other_bytes  # only one embedding row is read per token
     reads = " + ".join(
-        f"{(d.weights_bytes - (not_read if d.device == 'cpu' else 0)) / 1e9:.1f} GB"
+        f"{(d.weights_bytes - (0 if d.offload else not_read)) / 1e9:.1f} GB"
         f" / {d.bandwidth_gbps:g} GB/s"
         for d in p.devices
-        if d.layers or (d.device == "cpu" and not p.full_offload)
+        if d.layers or (not d.offload and not p.output_offloaded)
     )
     speed = _speed(p.tokens_per_s)
+    if p.workers:
+        hops = len(p.workers) + 1
+        reads += f" + network {p.network_s * 1e3:.2f} ms"
+        lines.append(
+            f"network: {hops} host boundaries per token (this host -> {' -> '.join(p.workers)} -> this host),"
+            f" each {NETWORK_RTT_S * 1e3:g} ms round trip + the activations ({v.hidden_size} x f32; the logits,"
+            f" {v.vocab_size} x f32, when the output layer is on a worker) at {NETWORK_GBPS:g} Gbit/s"
+            " (assumed link; prompt processing not modelled)"
+        )
     lines.append(f"decode speed bound (weights read per token / memory bandwidth): {reads} -> ~{speed}")
     if hw.source != "discovered":
         lines.append(f"hardware from {hw.source}")
@@ -540,6 +590,10 @@ def _no_fit(
     cpu = smallest.placement.devices[-1]
     gpu_layers = smallest.placement.gpu_layers
     gpus = f"with {gpu_layers} layers on the GPUs, " if hw.gpus else "with no GPU, "
+    if smallest.placement.workers:
+        gpus = f"with {gpu_layers} layers on {len(smallest.placement.workers)} worker(s) and this host's GPUs, "
+    elif hw.workers:
+        gpus += "its workers unable to hold a layer, "
     asked = ", ".join(
         f"{k} {v}" for k, v in (("--variant", req.variant), ("--quant", req.quant), ("--ctx", req.ctx)) if v
     )
@@ -576,7 +630,9 @@ def plan_to_json(result: Plan | NoFit) -> dict[str, Any]:
         "placement": [
             {
                 "device": d.device,
-                **({"index": d.index} if d.device == "gpu" else {}),
+                "host": d.host or "local",
+                **({"index": d.index} if d.device == "gpu" or d.host else {}),
+                **({"name": d.name} if d.host else {}),
                 "layers": d.layers,
                 "bytes": d.bytes,
                 "weights_bytes": d.weights_bytes,
@@ -599,6 +655,7 @@ def plan_to_json(result: Plan | NoFit) -> dict[str, Any]:
         },
         "n_gpu_layers": result.n_gpu_layers,
         "tensor_split": list(result.tensor_split),
+        "workers": list(result.workers),
         "full_offload": result.full_offload,
         "n_ctx": result.n_ctx,
         "kv_type": result.kv_type,
@@ -607,3 +664,52 @@ def plan_to_json(result: Plan | NoFit) -> dict[str, Any]:
         "reasons": list(result.reasons),
         "arithmetic": list(result.arithmetic),
     }
+
+
+def device_label(device: str, index: int | None, name: str, host: str | None, capacity: int) -> str:
+    """How the arithmetic names a device: "GPU 0 (name, 11.62 GiB free)", "RAM (... available)",
+    "worker 10.0.0.2:50052 GPU 1 (name, ... free)"."""
+    where = "" if host is None else f"worker {host} "
+    if device == "gpu":
+        return f"{where}GPU {index} ({name}, {gib(capacity)} free)"
+    if host is None:
+        return f"RAM ({gib(capacity)} available)"
+    return f"{where}CPU device {index} (RAM, {gib(capacity)} available)"
+
+
+# -- what llama.cpp needs to load a plan across hosts
+
+
+@dataclass(frozen=True)
+class EngineSplit:
+    n_gpu_layers: int
+    # one entry per device of llama.cpp's list: the workers' devices, then the local GPUs
+    tensor_split: tuple[float, ...]
+    workers: tuple[str, ...]  # register these RPC servers, exactly these, in this order
+
+
+def engine_split(p: Plan, local_split: Sequence[float] | None = None) -> EngineSplit:
+    """llama.cpp's n_gpu_layers, tensor_split and RPC servers for plan `p`.
+
+    llama.cpp's default device list is the RPC devices first, in registration order (each worker's
+    devices in the order it reports them), then the local GPUs; `tensor_split` has one entry per
+    device of that list, in units (layers, the output layer counting one on the last device).
+    Register exactly `workers`, in this order, before the model loads, and pass these two values.
+
+    `local_split`: the local part remapped onto the engine's own GPU list (what
+    `GpuAccess.tensor_split(planned)` returns for `planned` = the plan's local part,
+    `p.tensor_split[len(remote devices):]`); without it the local part is the planner's, in the
+    order of the hardware it planned on. Without workers this is `p.n_gpu_layers` and
+    `p.tensor_split` unchanged (and `local_split`, when given).
+    """
+    remote = sum(1 for d in p.placement if d.host is not None)
+    if not p.workers:
+        split = tuple(local_split) if local_split is not None else p.tensor_split
+        return EngineSplit(n_gpu_layers=p.n_gpu_layers, tensor_split=split, workers=())
+    units = tuple(
+        float(d.layers + (1 if d.holds_output else 0))
+        for d in p.placement
+        if d.host is not None or d.device == "gpu"
+    )
+    local = tuple(local_split) if local_split is not None else units[remote:]
+    return EngineSplit(n_gpu_layers=p.n_gpu_layers, tensor_split=units[:remote] + local, workers=p.workers)
