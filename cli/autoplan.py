@@ -8,6 +8,8 @@ n_gpu_layers / tensor_split / context / parallel / flash_attn / kv_type serve ap
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,10 +30,19 @@ from hermesd.models.hub import (
 )
 from hermesd.models.local_models import list_local_models
 from hermesd.runtime.gpu_access import GpuAccess, gpu_access, simulated_engine
-from hermesd.runtime.hardware import Hardware, HardwareProfileError, discover, load_profile
+from hermesd.runtime.hardware import (
+    Hardware,
+    HardwareProfileError,
+    Worker,
+    address_problem,
+    discover,
+    load_profile,
+    worker_from_profile,
+)
 from hermesd.runtime.planner import NoFit, Plan, PlanError, PlanRequest, Prefer, plan
 
 log = logging.getLogger("hermesd.plan")
+WORKER_QUERY_TIMEOUT_S = 5.0
 
 
 class UsageFailure(click.ClickException):
@@ -50,16 +61,47 @@ class NothingFits(click.ClickException):
         self.result = result
 
 
-def load_hardware(hardware_file: Path | None) -> Hardware:
+def load_hardware(
+    hardware_file: Path | None,
+    worker_profiles: Sequence[Path] = (),
+    worker_addresses: Sequence[str] = (),
+) -> Hardware:
+    """This machine (or its --hardware profile) with the llama.cpp RPC workers: the live ones
+    (`--worker`, asked for their devices) first, then the profiled ones, in the order given."""
     if hardware_file is None:
         hw = discover()
         for note in hw.notes:
             log.info("hardware: %s", note)
-        return hw
+    else:
+        try:
+            hw = load_profile(hardware_file)
+        except HardwareProfileError as exc:
+            raise UsageFailure(str(exc)) from exc
+    workers = [*(query_live_worker(a) for a in worker_addresses)]
+    for path in worker_profiles:
+        try:
+            workers.append(worker_from_profile(path))
+        except HardwareProfileError as exc:
+            raise UsageFailure(str(exc)) from exc
+    seen: set[str] = set()
+    for w in workers:
+        if w.address in seen:
+            raise UsageFailure(f"worker {w.address} is given twice")
+        seen.add(w.address)
+    return replace(hw, workers=tuple(workers)) if workers else hw
+
+
+def query_live_worker(address: str) -> Worker:
+    """Ask a running `hermesd worker` for its devices; a one-line error naming it when it cannot."""
+    problem = address_problem(address)
+    if problem:
+        raise UsageFailure(f"--worker {address}: {problem}")
+    from hermesd.runtime.rpc import WorkerError, query_worker  # only when a live worker is named
+
     try:
-        return load_profile(hardware_file)
-    except HardwareProfileError as exc:
-        raise UsageFailure(str(exc)) from exc
+        return query_worker(address, WORKER_QUERY_TIMEOUT_S)
+    except WorkerError as exc:  # its message names the worker and says why
+        raise click.ClickException(str(exc)) from exc
 
 
 def engine_access(hw: Hardware, *, real_engine: bool) -> GpuAccess | None:

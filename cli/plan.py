@@ -18,14 +18,14 @@ from hermesd.cli.autoplan import (
     load_hardware,
     make_plan,
 )
-from hermesd.cli.hardware_option import hardware_option
+from hermesd.cli.hardware_option import hardware_option, workers_option
 from hermesd.models.hub import HubEnv, cached_files, first_file
 from hermesd.runtime.engine.context_settings import KV_TYPE_NAMES
 from hermesd.runtime.gpu_access import GpuAccess
 from hermesd.runtime.hardware import Hardware, to_profile_json
 from hermesd.runtime.memory import GIB
 from hermesd.runtime.plan_verify import VerifyReport, verify_plan
-from hermesd.runtime.planner import Plan, plan_to_json
+from hermesd.runtime.planner import Plan, engine_split, plan_to_json
 
 
 def _gib(n: int) -> str:
@@ -56,6 +56,16 @@ def render_hardware(console: Console, hw: Hardware) -> None:
         f"{hw.ram_bandwidth():g}" + ("" if hw.ram_bandwidth_gbps else " (assumed)"),
         features,
     )
+    for w in hw.workers:
+        for i, d in enumerate(w.devices):
+            table.add_row(
+                f"worker {w.address} {d.kind.upper()} {i}",
+                d.name,
+                f"{d.memory_total_mib / 1024:.2f}",
+                f"{d.memory_free_mib / 1024:.2f}",
+                f"{d.bandwidth_gbps():g}" + ("" if d.memory_bandwidth_gbps else " (assumed)"),
+                "llama.cpp RPC",
+            )
     console.print(table)
     if not hw.gpus:
         console.print("no NVIDIA GPU: CPU-only machine")
@@ -75,6 +85,8 @@ def render_plan(
             else "on the CPU"
         )
     )
+    if p.workers:
+        where = f"split across this host and {len(p.workers)} worker(s)"
     speed = p.estimate.tokens_per_s
     speed_text = "" if speed == float("inf") else f", ~{speed:.1f} tok/s (bandwidth bound)"
     console.print(
@@ -82,13 +94,28 @@ def render_plan(
         f"context {p.context} x {p.parallel} sequence(s){speed_text}"
     )
     table = Table(title="Placement", title_justify="left")
-    for col in ("device", "layers", "weights", "KV cache", "compute", "margin", "total GiB", "capacity GiB"):
-        table.add_column(col, justify="left" if col == "device" else "right")
+    cols = ["host", "device", "layers", "weights", "KV cache", "compute", "margin", "total GiB"]
+    cols.append("capacity GiB")
+    for col in cols if p.workers else cols[1:]:
+        table.add_column(col, justify="left" if col in ("host", "device") else "right")
+    # llama.cpp's layer order: the first layers in local RAM (the last entry), then one run per
+    # device in the placement's order
+    start = p.placement[-1].layers
     for d in p.placement:
-        label = f"GPU {d.index} {d.name}" if d.device == "gpu" else "CPU RAM"
+        label = f"GPU {d.index} {d.name}" if d.device == "gpu" else ("CPU RAM" if d.host is None else "CPU")
+        layers = str(d.layers)
+        if p.workers:
+            at = 0 if d is p.placement[-1] else start
+            if d.layers:
+                layers = f"{d.layers} (layers {at}-{at + d.layers - 1})"
+            if d is not p.placement[-1]:
+                start += d.layers
+            if d.holds_output:
+                layers += " + output"
         table.add_row(
+            *((d.host or "this host",) if p.workers else ()),
             label,
-            str(d.layers),
+            layers,
             _gib(d.weights_bytes),
             _gib(d.kv_bytes),
             _gib(d.compute_bytes),
@@ -98,6 +125,7 @@ def render_plan(
         )
     e = p.estimate
     table.add_row(
+        *(("",) if p.workers else ()),
         "total",
         str(p.layers_total),
         _gib(e.weights_bytes),
@@ -109,9 +137,10 @@ def render_plan(
         style="bold",
     )
     console.print(table)
-    split = access.tensor_split(p.tensor_split) if access is not None else p.tensor_split
+    split = engine_tensor_split(p, access)
+    rpc = f" rpc={','.join(p.workers)}" if p.workers else ""
     console.print(
-        f"llama.cpp: n_gpu_layers={p.n_gpu_layers} tensor_split={list(split) or '-'} "
+        f"llama.cpp: n_gpu_layers={p.n_gpu_layers} tensor_split={list(split) or '-'}{rpc} "
         f"n_ctx={p.n_ctx} n_seq_max={p.parallel} flash_attn={p.flash_attn} type_k/v={p.kv_type}"
     )
     files = p.files[0] if len(p.files) == 1 else f"{p.files[0]} (+ {len(p.files) - 1} more parts)"
@@ -127,8 +156,21 @@ def render_plan(
             console.print(f"  {line}")
 
 
+def engine_tensor_split(p: Plan, access: GpuAccess | None) -> tuple[float, ...]:
+    """The tensor_split llama.cpp gets: the workers' devices, then the local GPUs as the engine
+    numbers them."""
+    remote = sum(1 for d in p.placement if d.host is not None)
+    if access is None:
+        return engine_split(p).tensor_split
+    if not p.workers:
+        return access.tensor_split(p.tensor_split)
+    local = engine_split(p).tensor_split[remote:]
+    return engine_split(p, access.tensor_split(local) or local).tensor_split
+
+
 @click.command("plan")
 @hardware_option("JSON hardware profile to plan for instead of this machine")
+@workers_option
 @click.option("--variant", default=None, help="hermes-4-14b, hermes-4.3-36b, hermes-4-70b or hermes-4-405b")
 @click.option("--quant", default=None, help="Q4_K_M, Q8_0, ... (default: the best that fits)")
 @click.option("--ctx", type=click.IntRange(256), default=None, help="context per sequence (default 16384)")
@@ -156,6 +198,8 @@ def render_plan(
 )
 def plan_command(
     hardware_file: Path | None,
+    worker_addresses: tuple[str, ...],
+    worker_profiles: tuple[Path, ...],
     variant: str | None,
     quant: str | None,
     ctx: int | None,
@@ -167,9 +211,9 @@ def plan_command(
     show_hardware: bool,
     verify: bool,
 ) -> None:
-    """Choose the Hermes 4 variant, quantization and GPU/CPU split for this machine, and show the
-    arithmetic. Exit status 1 when nothing fits."""
-    hw = load_hardware(hardware_file)
+    """Choose the Hermes 4 variant, quantization and GPU/CPU split for this machine (and its llama.cpp
+    RPC workers, split per host), and show the arithmetic. Exit status 1 when nothing fits."""
+    hw = load_hardware(hardware_file, worker_profiles, worker_addresses)
     console = Console(soft_wrap=True)
     if show_hardware:
         if as_json:
@@ -245,7 +289,7 @@ def engine_json(access: GpuAccess, p: Plan) -> dict[str, Any]:
         "source": access.engine.source,
         "usable_gpus": [m.gpu.index for m in access.usable],
         "blocked": access.blocked,
-        "tensor_split": list(access.tensor_split(p.tensor_split)),
+        "tensor_split": list(engine_tensor_split(p, access)),
         "problems": [
             {"code": x.code, "severity": x.severity, "message": x.message, "fix": x.fix}
             for x in access.problems

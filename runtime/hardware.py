@@ -238,13 +238,14 @@ def worker_from_dict(data: Any, *, where: str = "worker profile") -> Worker:
 
 
 def address_problem(address: str) -> str | None:
-    """Why `address` is not a "HOST:PORT" (IPv6 in brackets: "[fd00::2]:50052"), or None."""
+    """Why `address` is not a worker's "HOST:PORT", or None. llama.cpp's RPC client splits an
+    endpoint at its first ':', so the host is an IPv4 address or a name, never an IPv6 literal."""
     host, sep, port = address.rpartition(":")
     if not sep or not host:
         return f'expected "HOST:PORT", got {address!r}'
-    if host.startswith("[") != host.endswith("]") or (":" in host and not host.startswith("[")):
-        return f'an IPv6 host goes in brackets ("[fd00::2]:50052"), got {address!r}'
-    if host in ("[]",) or any(c.isspace() for c in host):
+    if ":" in host or "[" in host:
+        return f"llama.cpp's RPC client takes IPv4 addresses or host names only, got {address!r}"
+    if any(c.isspace() for c in host):
         return f"not a host name or address: {host!r}"
     if not port.isdigit() or not 0 < int(port) < 65536:
         return f"the port must be a number from 1 to 65535, got {port!r}"

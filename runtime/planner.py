@@ -466,7 +466,7 @@ def _describe(c: _Candidate) -> str:
     else:
         where = "in RAM"
     if p.workers:
-        where = f"{where} of this host and {len(p.workers)} worker(s)"
+        where = f"across this host and {len(p.workers)} worker(s), {p.devices[-1].layers} layers in local RAM"
     if not p.fits:
         return f"{c.variant.id} even at {c.entry.quant}: does not fit ({gib(p.missing_bytes)} short)"
     return f"{c.variant.id} {c.entry.quant}: fits {where}, ~{_speed(p.tokens_per_s)}"
@@ -564,8 +564,9 @@ def _arithmetic(c: _Candidate, hw: Hardware, req: PlanRequest) -> list[str]:
         reads += f" + network {p.network_s * 1e3:.2f} ms"
         lines.append(
             f"network: {hops} host boundaries per token (this host -> {' -> '.join(p.workers)} -> this host),"
-            f" each {NETWORK_RTT_S * 1e3:g} ms round trip + the activations ({v.hidden_size} x f32; the logits,"
-            f" {v.vocab_size} x f32, when the output layer is on a worker) at {NETWORK_GBPS:g} Gbit/s"
+            f" each {NETWORK_RTT_S * 1e3:g} ms round trip + the activations ({v.hidden_size} x f32;"
+            f" the logits, {v.vocab_size} x f32, when the output layer is on a worker)"
+            f" at {NETWORK_GBPS:g} Gbit/s"
             " (assumed link; prompt processing not modelled)"
         )
     lines.append(f"decode speed bound (weights read per token / memory bandwidth): {reads} -> ~{speed}")
@@ -591,15 +592,17 @@ def _no_fit(
     gpu_layers = smallest.placement.gpu_layers
     gpus = f"with {gpu_layers} layers on the GPUs, " if hw.gpus else "with no GPU, "
     if smallest.placement.workers:
-        gpus = f"with {gpu_layers} layers on {len(smallest.placement.workers)} worker(s) and this host's GPUs, "
+        used = len(smallest.placement.workers)
+        gpus = f"with {gpu_layers} layers on {used} worker(s) and this host's GPUs, "
     elif hw.workers:
         gpus += "its workers unable to hold a layer, "
     asked = ", ".join(
         f"{k} {v}" for k, v in (("--variant", req.variant), ("--quant", req.quant), ("--ctx", req.ctx)) if v
     )
     restriction = f" for {asked}" if asked else ""
+    others = f" and its {len(hw.workers)} worker(s)" if hw.workers else ""
     reason = (
-        f"nothing fits this machine{restriction}. The closest option, {smallest.variant.id} "
+        f"nothing fits this machine{others}{restriction}. The closest option, {smallest.variant.id} "
         f"{smallest.entry.quant} at {smallest.context} tokens of context, {gpus}"
         f"needs {gib(cpu.bytes)} of RAM "
         f"(weights {gib(cpu.weights_bytes)} + KV {gib(cpu.kv_bytes)} + compute {gib(cpu.compute_bytes)}"
