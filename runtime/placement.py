@@ -296,7 +296,9 @@ def offload_slots(hw: Hardware) -> list[_Slot]:
         for w in hw.workers
         for i, d in enumerate(w.devices)
     ]
-    local = [_Slot(None, "gpu", g.index, g.name, g.memory_free_mib * MIB, g.bandwidth_gbps()) for g in hw.gpus]
+    local = [
+        _Slot(None, "gpu", g.index, g.name, g.memory_free_mib * MIB, g.bandwidth_gbps()) for g in hw.gpus
+    ]
     return remote + local
 
 
@@ -390,7 +392,9 @@ def _result_across(
         layers=cpu_layers,
         weights_bytes=sum(layout.layer_bytes[:cpu_layers]) + layout.token_embd_bytes + layout.other_bytes,
         kv_bytes=cpu_layers * kv_layer,
-        compute_bytes=comp_mid if cpu_layers else host_buffer_bytes(variant, n_ubatch=budget.settings.n_ubatch),
+        compute_bytes=(
+            comp_mid if cpu_layers else host_buffer_bytes(variant, n_ubatch=budget.settings.n_ubatch)
+        ),
         margin_bytes=budget.cpu_margin_bytes,
         capacity_bytes=hw.ram_available_mib * MIB,
         bandwidth_gbps=hw.ram_bandwidth(),

@@ -40,7 +40,9 @@ def f32(x: float) -> float:
     return float(struct.unpack("f", struct.pack("f", x))[0])
 
 
-def llama_cpp_devices(n_layer: int, n_gpu_layers: int, tensor_split: tuple[float, ...], n_devices: int) -> list[int]:
+def llama_cpp_devices(
+    n_layer: int, n_gpu_layers: int, tensor_split: tuple[float, ...], n_devices: int
+) -> list[int]:
     """llama.cpp's assignment (llama-model.cpp, load_tensors), in float32 like the C code: the device
     index of each layer and then of the output layer (index n_layer); -1 is the CPU."""
     splits = list(tensor_split) if any(tensor_split) else [1.0] * n_devices
@@ -227,7 +229,8 @@ def test_the_network_term_counts_a_boundary_per_worker_and_the_way_back() -> Non
     request = PlanRequest(variant="hermes-4-70b", quant="Q8_0", ctx=8192)
     faster = gpu_worker("10.8.0.6:50052", 80)
     one = plan(host((), 16, (faster,)), CATALOG, request)
-    two = plan(host((), 16, (gpu_worker("10.8.0.7:50052", 48), gpu_worker("10.8.0.8:50052", 48))), CATALOG, request)
+    pair = (gpu_worker("10.8.0.7:50052", 48), gpu_worker("10.8.0.8:50052", 48))
+    two = plan(host((), 16, pair), CATALOG, request)
     assert isinstance(one, Plan) and isinstance(two, Plan)
     assert (len(one.workers), len(two.workers)) == (1, 2)
     assert any("2 host boundaries" in line for line in one.arithmetic)
