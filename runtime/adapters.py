@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hermesd.models.gguf_lora import check_adapter_base, read_adapter_info
+from hermesd.models.gguf_lora import AdapterBaseMismatch, check_adapter_base, read_adapter_info
 from hermesd.models.gguf_validate import base_fingerprint
 from hermesd.runtime.engine.protocol import Engine
 from hermesd.runtime.errors import AdapterError, AdapterNotFound
@@ -81,7 +81,15 @@ class LoadedAdapters:
                 f"{info.base_fingerprint or '(none)'}; the file and the manifest disagree (one was edited "
                 "or replaced), so it is refused. Register the adapter file again."
             )
-        check_adapter_base(info, self.base_fingerprint(), required=True)
+        served = self.engine.info
+        if served.upstream is None:
+            check_adapter_base(info, self.base_fingerprint(), required=True)
+        elif info.architecture and served.architecture and info.architecture != served.architecture:
+            # no model file here to fingerprint: the upstream checks every tensor shape as it loads
+            raise AdapterBaseMismatch(
+                f"{path}: adapter is for architecture {info.architecture!r}, but the upstream's model "
+                f"{served.name} is {served.architecture!r}"
+            )
         self.engine.load_adapter(name, str(path))
         loaded = LoadedAdapter(name, path, info.base_fingerprint or "", time.time())
         self._loaded[name] = loaded

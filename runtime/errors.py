@@ -43,3 +43,25 @@ class AdapterNotFound(AdapterError):
 
 class EngineShuttingDown(HermesdError):
     pass
+
+
+class UpstreamError(HermesdError):
+    """The upstream server that `hermesd serve --upstream` forwards to failed, timed out or refused
+    a request. Carries the HTTP status and OpenAI error fields the client should see."""
+
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        *,
+        type: str = "server_error",
+        code: str | None = "upstream_error",
+        param: str | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.retry_after = retry_after

@@ -26,6 +26,7 @@ from hermesd.runtime.errors import (
     EngineShuttingDown,
     HermesdError,
     ModelLoadError,
+    UpstreamError,
 )
 from hermesd.server.protocol.text import LoneSurrogateError
 
@@ -113,6 +114,9 @@ def to_api_error(exc: BaseException) -> APIError:
         return APIError(
             503, str(exc), type="server_error", code="shutting_down", headers={"Retry-After": "5"}
         )
+    if isinstance(exc, UpstreamError):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return APIError(exc.status, str(exc), type=exc.type, param=exc.param, code=exc.code, headers=headers)
     if isinstance(exc, AdapterError | ModelLoadError):
         return APIError(400, str(exc))
     if isinstance(exc, HermesdError):

@@ -47,6 +47,10 @@ class CompletionServing:
         stops = req.stop_list()
         if len(stops) > s.max_stop:
             raise invalid(f"stop: at most {s.max_stop} stop sequences", param="stop")
+        try:
+            trigger = req.grammar_trigger()
+        except ValueError as exc:
+            raise invalid(str(exc), param="grammar_triggers") from None
         rid = f"cmpl-{uuid.uuid4().hex[:24]}"
         gen = GenerationRequest(
             prompt=req.prompt_text(),
@@ -55,6 +59,8 @@ class CompletionServing:
             sampling=sampling_from(req),
             stop=stops,
             ignore_eos=req.ignore_eos,
+            grammar=req.grammar,
+            grammar_trigger=trigger if req.grammar else None,
             adapters=((model.adapter, 1.0),) if model.adapter else (),
             request_id=rid,
         )

@@ -105,6 +105,9 @@ class ModelInfo:
     devices: tuple[DeviceUse, ...] = ()  # layers and memory per device
     n_params: int = 0  # parameters in the model file (llama.cpp's llama_model_n_params)
     size_bytes: int = 0  # bytes of its tensors (llama_model_size)
+    # the server that runs the model when it is not this process (`hermesd serve --upstream URL`);
+    # `path` is then the upstream's model id, not a file
+    upstream: str | None = None
 
 
 @dataclass(frozen=True)
