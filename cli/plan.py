@@ -256,7 +256,8 @@ def plan_command(
                 console.print(f"  {line}")
         raise
     report = None
-    if verify and p.estimate.size_source == "gguf":
+    # The dry run loads on this host only; a split across workers would need them registered.
+    if verify and p.estimate.size_source == "gguf" and not p.workers:
         paths = cached_files(entry_of(catalog, p), env)
         if paths:
             report = verify_plan(p, first_file(paths))
