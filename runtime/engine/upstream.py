@@ -54,6 +54,8 @@ from hermesd.runtime.errors import (
 
 log = logging.getLogger(__name__)
 ERROR_BODY_LIMIT = 64 << 10  # bytes of an upstream error body worth reading
+# the body fields that carry a grammar, in any dialect (runtime/engine/upstream_dialect.py)
+GRAMMAR_KEYS = ("grammar", "grammar_lazy", "grammar_triggers", "structured_outputs", "guided_grammar", "ebnf")
 
 
 @dataclass(frozen=True)
@@ -181,10 +183,14 @@ class UpstreamEngine:
         client = self._async_client()
         prompt = self._outgoing(request.prompt)
         model = self._upstream_model(request)
+        reasoning = request.reasoning
+        budget = reasoning.budget if reasoning.thinking or reasoning.starts_open else None
         body: dict[str, Any] = {
             "model": model,
             "prompt": prompt,
-            "max_tokens": request.max_tokens,
+            # with a reasoning budget, the first part ends where the budget would (the stream then
+            # closes the reasoning and continues): exact however the upstream groups tokens in chunks
+            "max_tokens": request.max_tokens if budget is None else max(1, min(budget, request.max_tokens)),
             "stream": True,
             "stream_options": {"include_usage": True},
             **self.dialect.sampling_fields(request.sampling),
@@ -460,10 +466,10 @@ class UpstreamStream:
         usage: Mapping[str, Any] = {}
         error: str | None = None
         written: list[str] = []  # the text so far, for a continuation
-        before = 0  # tokens generated before a continuation
+        first: tuple[int, int] | None = None  # (prompt, completion) tokens of a budgeted first part
+        reasoning_tokens: int | None = None
         try:
             while True:
-                cut = False
                 async for data in _sse_data(self._response):
                     if data == "[DONE]":
                         break
@@ -482,21 +488,33 @@ class UpstreamStream:
                             self._tracker.push(text)
                             written.append(text)
                             yield TextEvent(text)
-                            cut = self._tracker.over_budget
                         if choice.get("finish_reason"):
                             finish = str(choice["finish_reason"])
-                    if cut:
-                        break
-                if not cut or finish is not None or error is not None:
+                if first is not None or error is not None or not self._budgeted or finish != "length":
                     break
-                # the reasoning used up its budget: write the close tag as the model would have, as
-                # hermesd's own engine does, and let the upstream answer from there
+                # the first part was as long as the reasoning budget (see UpstreamEngine.submit)
+                prompt, completion, _ = usage_numbers(usage)
+                first = (prompt, completion or self._chunks)
+                left = self._request.max_tokens - first[1]
+                if left <= 0:
+                    break
+                close = ""
+                if self._tracker.in_reasoning:
+                    # the budget ran out inside the reasoning: write the close tag as the model would
+                    # have (as hermesd's own engine does) and let the upstream answer from there
+                    close = self._tracker.close()
+                    written.append(close)
+                    reasoning_tokens = first[1]
+                    yield TextEvent(close)
+                elif self._request.grammar is not None and self._request.grammar_trigger is not None:
+                    raise UpstreamUnsupported(
+                        "the answer began within the reasoning budget's first part, and a grammar "
+                        "cannot be resumed in the middle of it through an upstream"
+                    )
                 await self._response.aclose()
-                close = self._tracker.close()
-                written.append(close)
-                yield TextEvent(close)
-                before = self._chunks
-                self._response = await engine._open(engine._async_client(), self._continuation(written))
+                finish, usage = None, {}
+                body = self._continuation(written, left, after_close=bool(close))
+                self._response = await engine._open(engine._async_client(), body)
         except UpstreamError as exc:  # the continuation could not be opened
             error = str(exc)
             self.error_status = exc.status
@@ -515,14 +533,17 @@ class UpstreamStream:
             engine.mark_unreachable(error)
             self.error_status = 503
         prompt, completion, cached = usage_numbers(usage)
-        if before:  # a continuation's prompt holds the first part's output; count that as output
-            prompt = self.prompt_tokens or max(0, prompt - before)
-            completion = before + completion if completion else self._chunks
+        if first is not None:
+            # the continuation's prompt is the first part's prompt, its output and the close tag
+            # hermesd wrote, which counts as output (as in hermesd's own engine)
+            written_by_us = max(0, prompt - first[0] - first[1]) if prompt and first[0] else 0
+            prompt = first[0]
+            completion = first[1] + written_by_us + completion
         usage_out = Usage(
             prompt_tokens=prompt or self.prompt_tokens,
             completion_tokens=completion or self._chunks,
             cached_tokens=cached,
-            reasoning_tokens=self._tracker.tokens,
+            reasoning_tokens=self._tracker.tokens if reasoning_tokens is None else reasoning_tokens,
         )
         reason: FinishReason = "error" if error else ("length" if finish == "length" else "stop")
         engine._prompt_tokens += usage_out.prompt_tokens
@@ -532,21 +553,22 @@ class UpstreamStream:
         self._finished = True
         yield FinishEvent(reason, usage_out, error)
 
-    def _continuation(self, written: list[str]) -> dict[str, Any]:
-        """The request that continues this one after the text `written` so far."""
-        body = dict(self._body)
+    @property
+    def _budgeted(self) -> bool:
+        return self._body["max_tokens"] < self._request.max_tokens
+
+    def _continuation(self, written: list[str], max_tokens: int, *, after_close: bool) -> dict[str, Any]:
+        """The request that continues this one after the text `written` so far: after the close tag
+        hermesd wrote, the grammar applies from the start; else it is the request's own."""
+        body = {k: v for k, v in self._body.items() if k not in GRAMMAR_KEYS}
         body["prompt"] = self._body["prompt"] + "".join(written)
-        body["max_tokens"] = max(1, int(self._body["max_tokens"]) - self._chunks)
-        for key in (
-            "grammar",
-            "grammar_lazy",
-            "grammar_triggers",
-            "structured_outputs",
-            "guided_grammar",
-            "ebnf",
-        ):
-            body.pop(key, None)
-        body.update(self._engine.dialect.continuation_fields(self._request))
+        body["max_tokens"] = max_tokens
+        dialect = self._engine.dialect
+        body.update(
+            dialect.continuation_fields(self._request)
+            if after_close
+            else dialect.grammar_fields(self._request)
+        )
         return body
 
 

@@ -57,8 +57,9 @@ def run_server(
     env: dict[str, str] | None = None,
     wait: bool = True,
     timeout: float = 120,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    port = free_port()
+    port = port or free_port()
     log_path = tmp / f"hermesd-{port}.log"
     model_flag = ["--model", str(model)] if model is not None else []
     cmd = hermesd_cmd(
