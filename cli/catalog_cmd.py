@@ -41,8 +41,22 @@ def show_command(as_json: bool) -> None:
                     "revision": q.revision,
                 }
             )
+    drafts = [
+        {
+            "draft": d.id,
+            "for": [v.id for v in catalog.ordered() if v.draft == d.id],
+            "quant": d.quants[0].quant,
+            "repo": d.quants[0].repo,
+            "files": [f.path for f in d.quants[0].files],
+            "size_bytes": d.quants[0].known_size()
+            or weight_layout(d, d.quants[0], catalog.quant_types[d.quants[0].quant]).total,
+            "size_kind": d.quants[0].size_kind,
+        }
+        for d in catalog.drafts.values()
+    ]
     if as_json:
-        click.echo(json.dumps({"refreshed_at": catalog.refreshed_at, "entries": rows}, indent=2))
+        out = {"refreshed_at": catalog.refreshed_at, "entries": rows, "drafts": drafts}
+        click.echo(json.dumps(out, indent=2))
         return
     table = Table(
         title="Hermes 4 catalog" + (f" (refreshed {catalog.refreshed_at})" if catalog.refreshed_at else "")
@@ -54,7 +68,21 @@ def show_command(as_json: bool) -> None:
         table.add_row(
             r["variant"], r["quant"], f"{r['size_bytes'] / 1e9:.1f}", r["size_kind"], files, r["repo"]
         )
-    Console(soft_wrap=True).print(table)
+    console = Console(soft_wrap=True)
+    console.print(table)
+    drafts_table = Table(title="Draft models (serve --draft-model auto)")
+    for col in ("draft", "for", "quant", "size GB", "size is", "repo"):
+        drafts_table.add_column(col, justify="right" if col == "size GB" else "left")
+    for d in drafts:
+        drafts_table.add_row(
+            d["draft"],
+            ", ".join(d["for"]),
+            d["quant"],
+            f"{d['size_bytes'] / 1e9:.1f}",
+            d["size_kind"],
+            d["repo"],
+        )
+    console.print(drafts_table)
 
 
 @catalog_group.command("refresh")

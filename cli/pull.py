@@ -32,6 +32,9 @@ from hermesd.runtime.engine.context_settings import KV_TYPE_NAMES
 @click.option("--kv-type", type=click.Choice(KV_TYPE_NAMES), default="f16", show_default=True)
 @click.option("--prefer", type=click.Choice(["quality", "speed"]), default="quality", show_default=True)
 @click.option("--offline", is_flag=True, help="only check the local cache (also HF_HUB_OFFLINE=1)")
+@click.option(
+    "--draft", is_flag=True, help="also fetch the catalog's draft model for it (serve --draft-model auto)"
+)
 def pull_command(
     model_ref: str | None,
     hardware_file: Path | None,
@@ -40,6 +43,7 @@ def pull_command(
     kv_type: str,
     prefer: str,
     offline: bool,
+    draft: bool,
 ) -> None:
     """Download a Hermes 4 GGUF, every shard, sha256-checked. Without VARIANT[:QUANT], what
     `hermesd plan` picks for this machine (or for --hardware)."""
@@ -81,3 +85,14 @@ def pull_command(
     size = sum(p.stat().st_size for p in paths)
     click.echo(f"{variant}:{quant}: {len(paths)} file(s), {size / 1e9:.2f} GB, verified")
     click.echo(str(first_file(paths)))
+    if draft:
+        assert v is not None
+        model = catalog.drafts.get(v.draft)
+        if model is None:
+            raise UsageFailure(f"the catalog has no draft model for {v.id}")
+        d_entry = model.quants[0]
+        err.print(f"fetching the draft model {d_entry.repo} ({d_entry.quant}) into {env.cache_dir}")
+        with RichDownloadProgress(err) as progress:
+            d_paths = fetch(d_entry, env, progress)
+        click.echo(f"draft {model.id}:{d_entry.quant}: verified")
+        click.echo(str(first_file(d_paths)))

@@ -101,6 +101,7 @@ class Variant:
     released: str = ""
     prompt_format: str = ""
     source: str = ""
+    draft: str = ""  # the id of the catalog's draft model for this variant ("" for none)
 
     def quant(self, name: str) -> QuantEntry | None:
         for q in self.quants:
@@ -154,9 +155,20 @@ class Catalog:
     overlay_path: Path | None = None
     refreshed_at: str | None = None
     by_id: Mapping[str, Variant] = field(default_factory=dict, compare=False, repr=False)
+    # small models for speculative decoding, described like variants (one quant each)
+    drafts: Mapping[str, Variant] = field(default_factory=dict)
 
     def variant(self, ref: str) -> Variant | None:
         return self.by_id.get(normalize_variant(ref, self))
+
+    def variant_of_file(self, name: str, arch: str, layers: int | None) -> Variant | None:
+        """The variant a GGUF file is: by its file name in the catalog, else by architecture and
+        layer count (a file the user quantized and named themselves)."""
+        for v in self.variants:
+            if any(Path(f.path).name == name for q in v.quants for f in q.files):
+                return v
+        matches = [v for v in self.variants if v.arch == arch and v.layers == layers]
+        return matches[0] if len(matches) == 1 else None
 
     def ordered(self) -> tuple[Variant, ...]:
         """Largest first: the planner's default preference."""
@@ -285,7 +297,16 @@ def catalog_from_dict(data: Mapping[str, Any], where: str = "catalog") -> Catalo
     by_id = {v.id: v for v in variants}
     if len(by_id) != len(variants):
         raise CatalogError(f"{where}: duplicate variant ids")
-    return Catalog(variants=tuple(variants), quant_types=qtypes, by_id=by_id)
+    drafts = {}
+    for i, raw in enumerate(data.get("drafts", [])):
+        draft = _variant(raw, qtypes, f"{where}: drafts[{i}]")
+        if len(draft.quants) != 1:
+            raise CatalogError(f"{where}: drafts[{i}].quants: a draft model has exactly one quant")
+        drafts[draft.id] = draft
+    for v in variants:
+        if v.draft and v.draft not in drafts:
+            raise CatalogError(f"{where}: variant {v.id} names draft {v.draft!r}, which is not in drafts")
+    return Catalog(variants=tuple(variants), quant_types=qtypes, by_id=by_id, drafts=drafts)
 
 
 def _variant(raw: Mapping[str, Any], qtypes: Mapping[str, QuantType], at: str) -> Variant:
@@ -319,6 +340,7 @@ def _variant(raw: Mapping[str, Any], qtypes: Mapping[str, QuantType], at: str) -
         released=str(raw.get("released", "")),
         prompt_format=str(raw.get("prompt_format", "")),
         source=str(raw.get("source", "")),
+        draft=str(raw.get("draft", "")),
         **ints,
     )
 
@@ -475,4 +497,5 @@ def apply_overlay(
         overlay_path=where,
         refreshed_at=refreshed_at,
         by_id={v.id: v for v in variants},
+        drafts=catalog.drafts,
     )

@@ -11,6 +11,11 @@ class ModelLoadError(HermesdError):
     """A model or adapter file could not be loaded (missing, malformed, out of memory)."""
 
 
+class DraftVocabMismatch(ModelLoadError):
+    """The draft model does not share the model's vocabulary: a wrong setting, which loading with
+    fewer GPU layers would not fix."""
+
+
 class EngineOverloaded(HermesdError):
     """Every slot is busy and the wait queue is full."""
 

@@ -56,13 +56,11 @@ def catalog_id(info: ModelInfo) -> str | None:
     except Exception as exc:  # a broken catalog overlay must not stop serving
         log.warning("catalog unavailable for naming the model: %s", exc)
         return None
-    name = Path(info.path).name
-    for v in catalog.variants:
-        if any(Path(f.path).name == name for q in v.quants for f in q.files):
-            return v.id
     layers = meta.get(f"{info.architecture}.block_count", "")
-    matches = [v.id for v in catalog.variants if v.arch == info.architecture and str(v.layers) == layers]
-    return matches[0] if len(matches) == 1 else None
+    variant = catalog.variant_of_file(
+        Path(info.path).name, info.architecture, int(layers) if layers.isdigit() else None
+    )
+    return variant.id if variant is not None else None
 
 
 def model_ids(settings: Settings, info: ModelInfo) -> list[str]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from hermesd.runtime.engine.load_report import OffloadError
-from hermesd.runtime.errors import ModelLoadError
+from hermesd.runtime.errors import DraftVocabMismatch, ModelLoadError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -32,8 +32,10 @@ def load_with_fallback(
 ) -> T:
     try:
         return load(gpu_layers)
-    except OffloadError:
-        raise  # layers that should be on a GPU landed on the CPU: fewer layers would not fix it
+    except (OffloadError, DraftVocabMismatch):
+        # layers that should be on a GPU landed on the CPU, or a draft model with another
+        # vocabulary: fewer layers would not fix either
+        raise
     except ModelLoadError as first:
         if not gpu_available or gpu_layers == 0 or total_layers <= 0:
             raise

@@ -6,9 +6,10 @@ samples every sequence from its own logits row with its own sampler chain. Reque
 next step; finished or cancelled ones free their slot at once.
 
 Speculation (runtime/engine/speculation.py): a generating sequence may add drafted tokens after its
-next token in the same batch. Each drafted position is sampled like any other, the draft is kept
-while the samples agree with it, and the KV cells of the rest are removed, so what a stream
-produces does not depend on whether it speculated.
+next token in the same batch (drafts by n-gram lookup, or from a draft model that drafts for all
+streams together before the step: runtime/engine/draft_model.py). Each drafted position is sampled
+like any other, the draft is kept while the samples agree with it, and the KV cells of the rest are
+removed, so what a stream produces does not depend on whether it speculated.
 
 Adapters apply to a whole context, not to one sequence, so sequences with different adapter sets
 cannot share a decode step. Policy: groups take turns, one step each, in round-robin order, so
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import llama_cpp.llama_cpp as ll
 
 from hermesd.runtime.engine.context_settings import ContextSettings
+from hermesd.runtime.engine.draft_model import DraftWant, ModelDrafter
 from hermesd.runtime.engine.llama_model import LlamaModel
 from hermesd.runtime.engine.protocol import (
     EngineEvent,
@@ -42,7 +44,7 @@ from hermesd.runtime.engine.protocol import (
     Usage,
 )
 from hermesd.runtime.engine.sampling import SamplerChain
-from hermesd.runtime.engine.speculation import NGRAM, NgramDrafter, SpeculationSettings
+from hermesd.runtime.engine.speculation import DRAFT, NGRAM, DraftLength, NgramDrafter, SpeculationSettings
 from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
 from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown, ModelLoadError
 
@@ -64,6 +66,7 @@ class Sequence:
     pending: list[int] = field(default_factory=list)  # tokens to feed next (prompt chunk or sampled)
     sampler: SamplerChain | None = None
     drafter: NgramDrafter | None = None
+    draft_length: DraftLength | None = None  # the draft model's, for this stream
     assembler: TextAssembler = field(default_factory=TextAssembler)
     tracker: ReasoningTracker = field(default_factory=ReasoningTracker)
     completion_tokens: int = 0
@@ -91,10 +94,12 @@ class Scheduler:
         config: ContextSettings,
         flush: Callable[[list[Sequence]], None] = lambda started: None,
         speculation: SpeculationSettings | None = None,
+        drafter: ModelDrafter | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.speculation = speculation or SpeculationSettings()
+        self.model_drafter = drafter
         params = config.fill(ll.llama_context_default_params())
         ctx = ll.llama_init_from_model(model.handle, params)
         if not ctx:
@@ -110,8 +115,9 @@ class Scheduler:
         # sharing a prefix tags cells with one more sequence: only within one KV stream
         self.share_prefixes = cells and config.kv_unified
         # rejected drafts are cut off the end of a sequence: only a cache of cells can do that
-        self.speculate = self.speculation.enabled and cells
-        if self.speculation.enabled and not self.speculate:
+        wanted = self.speculation.ngram or drafter is not None
+        self.speculate = wanted and cells
+        if wanted and not self.speculate:
             log.warning("speculative decoding is off: this model's memory cannot drop rejected drafts")
         self.n_batch = params.n_batch
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
@@ -318,7 +324,10 @@ class Scheduler:
         seq.pending = seq.prompt[keep:]
         req = seq.request
         seq.sampler = sampler
-        seq.drafter = NgramDrafter(self.speculation) if self.speculate else None
+        seq.drafter = NgramDrafter(self.speculation) if self.speculate and self.speculation.ngram else None
+        seq.draft_length = (
+            DraftLength(self.speculation) if self.speculate and self.model_drafter is not None else None
+        )
         seq.assembler = TextAssembler(stops=req.stop)
         seq.tracker = ReasoningTracker(req.reasoning)
         if seq.tracker.over_budget:  # a budget of 0 for a prompt that opened the reasoning
@@ -349,15 +358,19 @@ class Scheduler:
 
         batch = self.batch
         n = 0
-        outputs: list[tuple[Sequence, int, list[int]]] = []
+        outputs: list[tuple[Sequence, int, str, list[int]]] = []
         # generating sequences first: one token each keeps every stream moving
         order = sorted(members, key=lambda s: len(s.pending) > 1)
         # Drafts wait while a prompt waits (they would take its room in the batch and delay that
         # stream's start) and in a step of many streams (they keep the hardware busy already:
         # verifying drafts would cost more than it saves, as vLLM's speculative_disable_by_batch_size).
-        speculate = not any(len(s.pending) > 1 for s in members) and (
-            sum(1 for s in members if s.pending) <= self.speculation.max_streams
+        streams = sum(1 for s in members if s.pending)
+        speculate = (
+            self.speculate
+            and not any(len(s.pending) > 1 for s in members)
+            and streams <= self.speculation.max_streams
         )
+        drafts = self._drafts(members, (self.n_batch - streams) // max(1, streams)) if speculate else {}
         for seq in order:
             if not seq.pending:
                 continue
@@ -365,7 +378,11 @@ class Scheduler:
             if room <= 0:
                 break
             take = seq.pending[:room]
-            draft = self._draft(seq, room - 1) if speculate and len(seq.pending) == 1 else []
+            source, draft = drafts.get(id(seq), (NGRAM, []))
+            draft = draft[: room - len(take)]
+            if draft:
+                self.spec_drafted[source] = self.spec_drafted.get(source, 0) + len(draft)
+                seq.drafted_tokens += len(draft)
             first = n
             for j, tok in enumerate(take + draft):
                 batch.token[n] = tok
@@ -378,7 +395,7 @@ class Scheduler:
             del seq.pending[: len(take)]
             if not seq.pending:
                 batch.logits[n - 1] = 1
-                outputs.append((seq, first if draft else n - 1, draft))
+                outputs.append((seq, first if draft else n - 1, source, draft))
         if n == 0:
             return
         batch.n_tokens = n
@@ -393,24 +410,35 @@ class Scheduler:
                     slot.cached = []
                     ll.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
             return
-        for seq, index, draft in outputs:
-            self._after_logits(seq, index, draft)
+        for seq, index, source, draft in outputs:
+            self._after_logits(seq, index, source, draft)
 
-    def _draft(self, seq: Sequence, room: int) -> list[int]:
-        """Tokens to verify after the next one: no more than the batch, the context and the
+    def _drafts(self, members: list[Sequence], room: int) -> dict[int, tuple[str, list[int]]]:
+        """Tokens to verify after each generating stream's next one, by id(seq), with their
+        source: n-gram lookup where it finds a match (it costs nothing), else the draft model, for
+        all the streams that want one in one go. No more than the batch, the context and the
         request's max_tokens have room for."""
-        if seq.drafter is None:
-            return []
-        limit = min(
-            room,
-            self.n_ctx_seq - 1 - seq.n_past,
-            seq.request.max_tokens - seq.completion_tokens - 1,
-        )
-        draft = seq.drafter.propose(seq.history, limit)
-        if draft:
-            self.spec_drafted[NGRAM] = self.spec_drafted.get(NGRAM, 0) + len(draft)
-            seq.drafted_tokens += len(draft)
-        return draft
+        out: dict[int, tuple[str, list[int]]] = {}
+        wants: list[tuple[Sequence, DraftWant]] = []
+        for seq in members:
+            if len(seq.pending) != 1 or seq.slot is None:
+                continue
+            limit = min(
+                room,
+                self.n_ctx_seq - 1 - seq.n_past,
+                seq.request.max_tokens - seq.completion_tokens - 1,
+            )
+            draft = seq.drafter.propose(seq.history, limit) if seq.drafter is not None else []
+            if draft:
+                out[id(seq)] = (NGRAM, draft)
+            elif seq.draft_length is not None and (count := seq.draft_length.budget(limit)) > 0:
+                wants.append((seq, DraftWant(seq.slot.seq_id, seq, seq.history, count)))
+        if wants:
+            assert self.model_drafter is not None
+            proposed = self.model_drafter.propose([w for _, w in wants])
+            for seq, want in wants:
+                out[id(seq)] = (DRAFT, proposed.get(want.seq_id, []))
+        return out
 
     def _apply_adapters(self, key: AdapterKey) -> None:
         handles = []
@@ -432,7 +460,7 @@ class Scheduler:
             ll.llama_set_adapters_lora(self.ctx, None, 0, None)
         self._current_adapters = key
 
-    def _after_logits(self, seq: Sequence, index: int, draft: list[int]) -> None:
+    def _after_logits(self, seq: Sequence, index: int, source: str, draft: list[int]) -> None:
         """Sample the next token; with a draft, go on sampling its positions while the samples
         agree with it, then drop the KV cells of the drafted tokens that were not kept."""
         assert seq.sampler is not None and seq.slot is not None
@@ -452,9 +480,10 @@ class Scheduler:
         seq.n_past = base + 1 + kept
         # a sequence that finished on row `kept` left the slot caching history[:n_past] already
         ll.llama_memory_seq_rm(self.memory, slot.seq_id, seq.n_past, -1)
-        self.spec_accepted[NGRAM] = self.spec_accepted.get(NGRAM, 0) + kept
-        assert seq.drafter is not None
-        seq.drafter.update(len(draft), kept)
+        self.spec_accepted[source] = self.spec_accepted.get(source, 0) + kept
+        length = seq.drafter if source == NGRAM else seq.draft_length
+        assert length is not None
+        length.update(len(draft), kept)
 
     def _take(self, seq: Sequence, token: int) -> None:
         """One sampled token: stop, stream its text, or queue it for the next step."""

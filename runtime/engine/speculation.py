@@ -2,11 +2,14 @@
 
 One read of all the weights gives one token per stream; verifying k drafted tokens costs about
 the same read, so a stream that guesses right advances k+1 tokens per step. The scheduler owns
-the verification (runtime/engine/scheduler.py); this module owns the drafts.
+the verification (runtime/engine/scheduler.py); this module owns the drafts: n-gram lookup here,
+a small draft model in runtime/engine/draft_model.py, and the rule for whether a draft model's
+vocabulary is the target's.
 
 The rule that keeps the output exactly the target model's: every drafted position is *sampled*
 with the request's own sampler chain, and a draft token is kept only while the sample equals
-it. Drafts here are a deterministic function of the text so far, so that rule is the standard
+it. Drafts of both sources are a deterministic function of the text so far (the draft model drafts
+greedily), so that rule is the standard
 rejection rule for a point-mass proposal (accept x with probability p(x); on rejection the
 sample already drawn is distributed as p without x): greedy output is identical, sampled output
 has the target's distribution, and with a fixed seed it is the same text as without speculation.
@@ -14,10 +17,12 @@ has the target's distribution, and with a fixed seed it is the same text as with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 # Sources of drafts, as /metrics labels them.
 NGRAM = "ngram"
+DRAFT = "draft"
 
 
 @dataclass(frozen=True)
@@ -36,22 +41,14 @@ class SpeculationSettings:
     # no drafts in a step that decodes more streams than this (generating or reading a prompt)
     max_streams: int = 4
 
-    @property
-    def enabled(self) -> bool:
-        return self.ngram
-
 
 @dataclass
-class NgramDrafter:
-    """Drafts for one sequence by prompt lookup: find the latest earlier occurrence of the last
-    few tokens in the prompt and output so far, and propose what followed it.
-
-    The index maps each n-gram to the position just after its latest occurrence and grows by
-    one position per token, so a lookup costs the same at 100 tokens of history as at 30 000."""
+class DraftLength:
+    """How long the next draft of one stream from one source may be: it starts at `start`, and
+    follows how much of the last draft the target model kept; a source whose drafts keep failing
+    pauses for a while, then tries again."""
 
     settings: SpeculationSettings
-    index: dict[tuple[int, ...], int] = field(default_factory=dict)
-    indexed: int = 0  # n-grams ending before this position are in the index
     length: int = 0
     misses: int = 0
     paused: int = 0
@@ -59,25 +56,14 @@ class NgramDrafter:
     def __post_init__(self) -> None:
         self.length = self.settings.start
 
-    def propose(self, history: list[int], limit: int) -> list[int]:
-        """Up to `limit` tokens that may follow `history`; [] when nothing matches."""
-        s = self.settings
+    def budget(self, limit: int) -> int:
+        """Tokens to draft now (0: none), at most `limit`."""
         if limit <= 0:
-            return []
+            return 0
         if self.paused > 0:
             self.paused -= 1
-            return []
-        end = len(history)
-        # index every n-gram that ends before the last token, so the suffix never matches itself
-        for pos in range(max(self.indexed, s.ngram_min), end):
-            for n in range(s.ngram_min, min(s.ngram_max, pos) + 1):
-                self.index[tuple(history[pos - n : pos])] = pos
-        self.indexed = max(self.indexed, end)
-        for n in range(min(s.ngram_max, end - 1), s.ngram_min - 1, -1):
-            after = self.index.get(tuple(history[end - n :]))
-            if after is not None and after < end:
-                return history[after : after + min(self.length, limit)]
-        return []
+            return 0
+        return min(self.length, limit)
 
     def update(self, drafted: int, accepted: int) -> None:
         """Adapt to how much of the last draft the target model kept."""
@@ -96,3 +82,77 @@ class NgramDrafter:
         else:
             self.length = max(1, accepted + 1)
             self.misses = 0
+
+
+@dataclass
+class NgramDrafter(DraftLength):
+    """Drafts for one sequence by prompt lookup: find the latest earlier occurrence of the last
+    few tokens in the prompt and output so far, and propose what followed it.
+
+    The index maps each n-gram to the position just after its latest occurrence and grows by
+    one position per token, so a lookup costs the same at 100 tokens of history as at 30 000."""
+
+    index: dict[tuple[int, ...], int] = field(default_factory=dict)
+    indexed: int = 0  # n-grams ending before this position are in the index
+
+    def propose(self, history: list[int], limit: int) -> list[int]:
+        """Up to `limit` tokens that may follow `history`; [] when nothing matches."""
+        s = self.settings
+        take = self.budget(limit)
+        if take == 0:
+            return []
+        end = len(history)
+        # index every n-gram that ends before the last token, so the suffix never matches itself
+        for pos in range(max(self.indexed, s.ngram_min), end):
+            for n in range(s.ngram_min, min(s.ngram_max, pos) + 1):
+                self.index[tuple(history[pos - n : pos])] = pos
+        self.indexed = max(self.indexed, end)
+        for n in range(min(s.ngram_max, end - 1), s.ngram_min - 1, -1):
+            after = self.index.get(tuple(history[end - n :]))
+            if after is not None and after < end:
+                return history[after : after + take]
+        return []
+
+
+# llama.cpp's rule for a draft model (common/speculative.cpp, common_speculative_are_compatible):
+# the same tokenizer type, the same BOS/EOS handling, sizes within 128 tokens (models pad their
+# vocabularies differently), and the same text for every token from id 5 on.
+VOCAB_MAX_SIZE_DIFFERENCE = 128
+VOCAB_CHECK_START_TOKEN_ID = 5
+
+
+@dataclass(frozen=True)
+class VocabFacts:
+    """What the vocabulary rule compares, as llama.cpp reports it for a loaded model."""
+
+    type: int
+    add_bos: bool
+    bos: int
+    add_eos: bool
+    eos: int
+    n_tokens: int
+    text: Callable[[int], bytes]  # a token's text by id
+
+
+def vocab_mismatch(target: VocabFacts, draft: VocabFacts) -> str | None:
+    """Why `draft` cannot draft for `target` (None: it can)."""
+    if target.type != draft.type:
+        return f"its tokenizer type is {draft.type}, the model's is {target.type}"
+    for what, t_add, d_add, t_id, d_id in (
+        ("BOS", target.add_bos, draft.add_bos, target.bos, draft.bos),
+        ("EOS", target.add_eos, draft.add_eos, target.eos, draft.eos),
+    ):
+        if t_add != d_add or (t_add and t_id != d_id):
+            return (
+                f"its {what} token differs (adds {what}: {d_add}, id {d_id}; the model: {t_add}, id {t_id})"
+            )
+    if abs(target.n_tokens - draft.n_tokens) > VOCAB_MAX_SIZE_DIFFERENCE:
+        return (
+            f"its vocabulary has {draft.n_tokens} tokens, the model's {target.n_tokens} "
+            f"(at most {VOCAB_MAX_SIZE_DIFFERENCE} apart)"
+        )
+    for i in range(VOCAB_CHECK_START_TOKEN_ID, min(target.n_tokens, draft.n_tokens)):
+        t, d = target.text(i), draft.text(i)
+        if t != d:
+            return f"token {i} is {d!r} in it and {t!r} in the model"
+    return None

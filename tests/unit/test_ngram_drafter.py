@@ -1,11 +1,14 @@
 """N-gram lookup drafts (runtime/engine/speculation.py): what is proposed, and how the draft length
-follows the acceptance of each stream."""
+follows the acceptance of each stream; and the rule for whether a draft model's vocabulary is the
+target's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from hermesd.runtime.engine.speculation import NgramDrafter, SpeculationSettings
+from hermesd.runtime.engine.speculation import NgramDrafter, SpeculationSettings, VocabFacts, vocab_mismatch
 
 S = SpeculationSettings(ngram=True, max_draft=8, start=4, misses_before_pause=2, pause=3)
 
@@ -70,3 +73,45 @@ def test_a_stream_that_keeps_missing_pauses_then_tries_again() -> None:
     d.update(1, 0)  # second miss in a row: pause for 3 proposals
     assert [d.propose(history, 8) for _ in range(3)] == [[], [], []]
     assert d.propose(history, 8) == [7, 5, 6][: d.length]
+
+
+# -- the vocabulary rule for a draft model (llama.cpp's common_speculative_are_compatible)
+
+TEXTS = [f"t{i}".encode() for i in range(300)]
+BASE = VocabFacts(type=2, add_bos=False, bos=1, add_eos=False, eos=2, n_tokens=300, text=TEXTS.__getitem__)
+
+
+def facts(**change: object) -> VocabFacts:
+    return dataclasses.replace(BASE, **change)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("draft", "problem"),
+    [
+        (BASE, None),
+        # padding: up to 128 tokens more or fewer, the shared ids compared
+        (facts(n_tokens=428, text=(TEXTS + [b"pad"] * 128).__getitem__), None),
+        (facts(n_tokens=172), None),
+        (facts(n_tokens=429, text=(TEXTS + [b"pad"] * 129).__getitem__), "429 tokens"),
+        (facts(type=1), "tokenizer type"),
+        (facts(add_bos=True), "BOS"),
+        (facts(eos=7), None),  # an EOS id that is never added is not compared
+        (facts(add_eos=True), "EOS"),
+        # ids below 5 (control tokens) may differ; from 5 on every text must be the same
+        (facts(text=lambda i: b"other" if i == 4 else TEXTS[i]), None),
+        (facts(text=lambda i: b"other" if i == 250 else TEXTS[i]), "token 250"),
+    ],
+)
+def test_vocabulary_rule(draft: VocabFacts, problem: str | None) -> None:
+    found = vocab_mismatch(BASE, draft)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found, found
+
+
+def test_the_eos_id_is_compared_when_both_add_it() -> None:
+    target = facts(add_eos=True)
+    assert vocab_mismatch(target, facts(add_eos=True)) is None
+    found = vocab_mismatch(target, facts(add_eos=True, eos=9))
+    assert found is not None and "EOS" in found and "id 9" in found
