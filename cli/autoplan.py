@@ -39,7 +39,7 @@ from hermesd.runtime.hardware import (
     load_profile,
     worker_from_profile,
 )
-from hermesd.runtime.planner import NoFit, Plan, PlanError, PlanRequest, Prefer, plan
+from hermesd.runtime.planner import DraftRequest, NoFit, Plan, PlanError, PlanRequest, Prefer, plan
 
 log = logging.getLogger("hermesd.plan")
 WORKER_QUERY_TIMEOUT_S = 5.0
@@ -155,6 +155,7 @@ def make_plan(
     prefer: str,
     min_ctx: int | None = None,
     kv_fallback: tuple[str, ...] = (),
+    draft: DraftRequest | None = None,
 ) -> Plan:
     request = PlanRequest(
         variant=variant,
@@ -166,6 +167,7 @@ def make_plan(
         kv_type=kv_type,
         prefer=cast(Prefer, prefer),  # checked by the planner
         local_layouts=local_layouts(catalog, env),
+        draft=draft,
     )
     try:
         result = plan(hw, catalog, request)
@@ -174,6 +176,21 @@ def make_plan(
     if isinstance(result, NoFit):
         raise NothingFits(result)
     return result
+
+
+def draft_request(ref: str | None) -> DraftRequest | None:
+    """--draft-model for the planner: `auto` (the catalog's draft of each variant), or a local
+    file's own numbers."""
+    if ref is None:
+        return None
+    if ref == "auto":
+        return DraftRequest()
+    path = Path(ref).expanduser()
+    try:
+        info = read_gguf_info(path)
+    except (GgufError, OSError) as exc:
+        raise UsageFailure(f"--draft-model {path}: {exc}") from exc
+    return DraftRequest(model=info.as_variant(), layout=info.layout())
 
 
 def entry_of(catalog: Catalog, p: Plan) -> QuantEntry:
@@ -210,6 +227,7 @@ def choose_model_for_serve(
     hardware: Hardware | None = None,
     min_ctx: int | None = None,
     kv_fallback: tuple[str, ...] = (),
+    draft: DraftRequest | None = None,
 ) -> tuple[Path, Plan]:
     """Plan, fetch if needed, and return (first shard to load, plan). Raises click.ClickException
     (exit 1 when nothing fits or the download fails, 2 for bad input) with a one-line reason.
@@ -221,7 +239,13 @@ def choose_model_for_serve(
     hw = hardware if hardware is not None else load_hardware(hardware_file)
     env = HubEnv.from_environ(offline=offline)
     options: dict[str, Any] = dict(
-        ctx=ctx, parallel=parallel, kv_type=kv_type, prefer=prefer, min_ctx=min_ctx, kv_fallback=kv_fallback
+        ctx=ctx,
+        parallel=parallel,
+        kv_type=kv_type,
+        prefer=prefer,
+        min_ctx=min_ctx,
+        kv_fallback=kv_fallback,
+        draft=draft,
     )
     chosen = make_plan(catalog, hw, env, variant=variant, quant=quant, **options)
     entry = entry_of(catalog, chosen)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from hermesd.cli.autoplan import (
     NothingFits,
+    draft_request,
     engine_access,
     entry_of,
     load_catalog_or_fail,
@@ -191,6 +192,12 @@ def engine_tensor_split(p: Plan, access: GpuAccess | None) -> tuple[float, ...]:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--show-hardware", is_flag=True, help="only show the hardware (a profile with --json)")
 @click.option(
+    "--draft-model",
+    default=None,
+    metavar="auto|FILE",
+    help="leave room for a draft model (speculative decoding): the catalog's, or a GGUF file",
+)
+@click.option(
     "--verify/--no-verify",
     default=True,
     show_default=True,
@@ -209,6 +216,7 @@ def plan_command(
     prefer: str,
     as_json: bool,
     show_hardware: bool,
+    draft_model: str | None,
     verify: bool,
 ) -> None:
     """Choose the Hermes 4 variant, quantization and GPU/CPU split for this machine (and its llama.cpp
@@ -245,6 +253,7 @@ def plan_command(
             min_ctx=min_ctx,
             # as serve does: --min-ctx may trade the KV type unless --kv-type chose it
             kv_fallback=("q8_0",) if min_ctx and kv_type is None else (),
+            draft=draft_request(draft_model),
         )
     except NothingFits as exc:
         if as_json:

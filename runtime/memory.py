@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from hermesd.models.catalog import Variant
+from hermesd.models.catalog import Variant, WeightLayout
 from hermesd.runtime.engine.context_settings import KV_CACHE_TYPES, ContextSettings
 
 MIB = 1024 * 1024
@@ -38,6 +38,12 @@ def kv_bytes_per_layer(variant: Variant, cells: int, kv_type: str) -> int:
 def kv_bytes(variant: Variant, settings: ContextSettings) -> int:
     """The KV cache llama.cpp allocates for these settings, all layers (equal to its "KV buffer size")."""
     return variant.layers * kv_bytes_per_layer(variant, settings.kv_cells, settings.kv_type)
+
+
+def draft_model_bytes(draft: Variant, layout: WeightLayout, settings: ContextSettings) -> int:
+    """What a draft model adds beside the model (serve --draft-model): its weights, a KV cache of the
+    same cells as the model's (a sequence per slot), and a compute buffer of its own context."""
+    return layout.total + kv_bytes(draft, settings) + compute_bytes(draft, settings, with_output=True)
 
 
 def compute_bytes(variant: Variant, settings: ContextSettings, *, with_output: bool) -> int:

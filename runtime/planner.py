@@ -43,7 +43,7 @@ from typing import Any, Literal
 from hermesd.models.catalog import Catalog, QuantEntry, Variant, WeightLayout, weight_layout
 from hermesd.runtime.engine.context_settings import ContextSettings, kv_type_problem
 from hermesd.runtime.hardware import Hardware, Worker
-from hermesd.runtime.memory import GIB, MIB, gib
+from hermesd.runtime.memory import GIB, MIB, draft_model_bytes, gib
 from hermesd.runtime.placement import NETWORK_GBPS, NETWORK_RTT_S, Budget, Placement, place
 
 Prefer = Literal["quality", "speed"]
@@ -78,6 +78,17 @@ class PlanRequest:
     cpu_margin_mib: int = 1024
     # Exact per-layer sizes of local GGUF files, keyed by (variant id, quant).
     local_layouts: Mapping[tuple[str, str], WeightLayout] = field(default_factory=dict)
+    # Room for a draft model beside the model (serve --draft-model), or None.
+    draft: DraftRequest | None = None
+
+
+@dataclass(frozen=True)
+class DraftRequest:
+    """A draft model to plan room for: a local file's numbers (its architecture as a Variant, and
+    its tensor sizes), or neither for the catalog's draft of each variant considered."""
+
+    model: Variant | None = None
+    layout: WeightLayout | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,8 @@ class Estimate:
     margin_bytes: int
     tokens_per_s: float
     size_source: str  # "gguf" | "exact" | "published" | "estimated"
+    # a draft model's weights, KV cache and compute buffer (inside the devices' margins)
+    draft_bytes: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -134,6 +147,7 @@ class Plan:
     hardware_source: str
     # llama.cpp RPC workers the plan uses, in registration order (see engine_split)
     workers: tuple[str, ...] = ()
+    draft: str | None = None  # the draft model planned for (catalog id or file), if any
 
     @property
     def n_ctx(self) -> int:
@@ -296,12 +310,28 @@ def _evaluate(
 ) -> _Candidate:
     qtype = catalog.quant_types[entry.quant]
     layout = req.local_layouts.get((v.id, entry.quant)) or weight_layout(v, entry, qtype)
+    settings = context_settings(req, ctx)
+    # a draft model goes where serve puts it: spread over this host's GPUs, else in RAM
+    draft = _draft_bytes(v, catalog, req, settings)
+    gpus = len(hw.gpus)
     budget = Budget(
-        settings=context_settings(req, ctx),
-        gpu_margin_bytes=req.gpu_margin_mib * MIB,
-        cpu_margin_bytes=req.cpu_margin_mib * MIB,
+        settings=settings,
+        gpu_margin_bytes=req.gpu_margin_mib * MIB + (-(-draft // gpus) if gpus else 0),
+        cpu_margin_bytes=req.cpu_margin_mib * MIB + (0 if gpus else draft),
     )
     return _Candidate(v, entry, layout, qtype.rank, ctx, _place_on_fewest_hosts(v, layout, hw, budget))
+
+
+def _draft_bytes(v: Variant, catalog: Catalog, req: PlanRequest, settings: ContextSettings) -> int:
+    if req.draft is None:
+        return 0
+    if req.draft.model is not None and req.draft.layout is not None:
+        return draft_model_bytes(req.draft.model, req.draft.layout, settings)
+    draft = catalog.drafts.get(v.draft)
+    if draft is None:
+        return 0
+    entry = draft.quants[0]
+    return draft_model_bytes(draft, weight_layout(draft, entry, catalog.quant_types[entry.quant]), settings)
 
 
 def _place_on_fewest_hosts(v: Variant, layout: WeightLayout, hw: Hardware, budget: Budget) -> Placement:
@@ -421,7 +451,9 @@ def _build(
         margin_bytes=sum(d.margin_bytes for d in p.devices),
         tokens_per_s=p.tokens_per_s,
         size_source=c.layout.source,
+        draft_bytes=_draft_bytes(c.variant, catalog, req, context_settings(req, c.context)),
     )
+    draft = _draft_name(c.variant, catalog, req)
     floor = catalog.quant_types[AUTO_FLOOR_QUANT].rank
     asked = " ".join(f"--{k} {v}" for k, v in (("variant", req.variant), ("quant", req.quant)) if v)
     if asked:
@@ -432,6 +464,12 @@ def _build(
         *_better_quant_hint(c, catalog, hw, replace(req, parallel=1) if slots else req),
         *slots,
     ]
+    if draft is not None:
+        reasons.append(
+            f"draft model: {draft}, {gib(estimate.draft_bytes)} with its KV cache, kept free beside the model"
+        )
+    elif req.draft is not None:
+        reasons.append(f"draft model: the catalog has none for {c.variant.name}; serve runs without one")
     return Plan(
         variant=c.variant.id,
         variant_name=c.variant.name,
@@ -454,7 +492,17 @@ def _build(
         prefer=req.prefer,
         hardware_source=hw.source,
         workers=p.workers,
+        draft=draft,
     )
+
+
+def _draft_name(v: Variant, catalog: Catalog, req: PlanRequest) -> str | None:
+    if req.draft is None:
+        return None
+    if req.draft.model is not None:
+        return req.draft.model.name
+    draft = catalog.drafts.get(v.draft)
+    return draft.id if draft is not None else None
 
 
 def _describe(c: _Candidate) -> str:
@@ -655,7 +703,9 @@ def plan_to_json(result: Plan | NoFit) -> dict[str, Any]:
             "total_bytes": e.total_bytes,
             "tokens_per_s": None if e.tokens_per_s == float("inf") else round(e.tokens_per_s, 1),
             "size_source": e.size_source,
+            "draft_bytes": e.draft_bytes,
         },
+        "draft": result.draft,
         "n_gpu_layers": result.n_gpu_layers,
         "tensor_split": list(result.tensor_split),
         "workers": list(result.workers),
