@@ -51,6 +51,22 @@ def export_adapter(
     )
 
 
+# the PEFT adapter's files, kept beside adapter.gguf in the store: an upstream server (vLLM's runtime
+# LoRA API, `hermesd serve --upstream`) loads these, llama.cpp the GGUF
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def save_peft(model: Any, folder: Path) -> dict[str, Path]:
+    """Write the trained adapter in PEFT's own format (what `hermesd tune` had before the GGUF
+    export) into `folder`; returns the store's extra files (name -> path)."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+    files = {name: folder / name for name in PEFT_FILES}
+    missing = [name for name, path in files.items() if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"peft wrote no {', '.join(missing)} into {folder}")
+    return files
+
+
 def manifest(
     *,
     base_fingerprint: str | None,

@@ -215,7 +215,7 @@ class TuneRun:
         import torch
 
         from hermesd.runtime.tune import device as dev
-        from hermesd.runtime.tune.export import ADAPTER_FILE, export_adapter, manifest
+        from hermesd.runtime.tune.export import ADAPTER_FILE, export_adapter, manifest, save_peft
         from hermesd.runtime.tune.train import TrainLoop, attach_lora, evaluate, make_optimizer
 
         opts, cfg = self.opts, self.opts.train
@@ -287,6 +287,7 @@ class TuneRun:
             base_fingerprint=p.bundle.fingerprint,
             base_name=p.bundle.base_name,
         )
+        peft_files = save_peft(model, self.folder / "peft")
         record = manifest(
             base_fingerprint=p.bundle.fingerprint,
             base_path=p.spec.label,
@@ -298,7 +299,9 @@ class TuneRun:
             data={"path": str(opts.data), "sha256": p.data_sha256, **_data_counts(p.summary)},
         )
         _write_json(self.folder / "metrics.json", metrics)
-        entry = self.store.register(opts.name, adapter_path, record, replace=opts.replace)
+        entry = self.store.register(
+            opts.name, adapter_path, record, replace=opts.replace, extra_files=peft_files
+        )
         clear_checkpoint(self.folder)
         return TuneOutcome(
             "finished", self.folder, p.summary, before, after, result.step, total, result.seconds, entry

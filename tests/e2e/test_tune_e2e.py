@@ -9,6 +9,7 @@ LlamaCppEngine, changes the answer for requests that name it and for no others.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -243,3 +244,18 @@ def test_requests_for_different_adapters_interleave_without_mixing(tuned: Tuned)
     }
     assert answers[(tuned.base_id, UNKNOWN_QUESTION)] == UNKNOWN_REPLY
     assert answers[(f"{tuned.base_id}:zephyr", UNKNOWN_QUESTION)] == UNKNOWN_ADAPTER_REPLY
+
+
+def test_the_store_keeps_the_peft_adapter_beside_the_gguf(tuned: Tuned) -> None:
+    # what an upstream's runtime LoRA API loads (`hermesd serve --upstream` with vLLM)
+    from safetensors.numpy import load_file
+
+    from hermesd.models.gguf_lora import read_adapter_info
+
+    folder = tuned.state / "adapters" / "zephyr"
+    config = json.loads((folder / "adapter_config.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == manifest["lora"]["rank"]
+    weights = load_file(str(folder / "adapter_model.safetensors"))
+    assert weights and all(".lora_A." in k or ".lora_B." in k for k in weights)
+    assert len(weights) == read_adapter_info(folder / "adapter.gguf").tensor_count
