@@ -23,6 +23,10 @@ _LAYER_RE = re.compile(r"layer\s+(\d+) assigned to device (\S+?),")
 _BUFFER_RE = re.compile(r"(\S+) (model|KV|compute) buffer size =\s+([\d.]+) MiB")
 _OUTPUT_RE = re.compile(r"offloading output layer to GPU")
 _OFFLOADED_RE = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+# "using device RPC0 (10.0.0.2:50052) (unknown id) - 1234 MiB free": an RPC worker's device
+_REMOTE_RE = re.compile(r"using device (RPC\d+) \(([^)\s]+)\)")
+# its buffers are named by the device's index on that worker: "RPC0[10.0.0.2:50052] model buffer"
+_REMOTE_BUFFER_RE = re.compile(r"RPC(\d+)\[([^\]]+)\]")
 HOST = "CPU"
 MIB = 1024 * 1024
 
@@ -39,6 +43,7 @@ class LoadReport:
     memory: dict[str, dict[str, int]] = field(default_factory=dict)  # device -> kind -> bytes
     output_offloaded: bool = False
     offloaded: tuple[int, int] | None = None  # llama.cpp's "offloaded N/M layers" line
+    hosts: dict[str, str] = field(default_factory=dict)  # RPC device -> its worker's HOST:PORT
 
     def gpu_layers(self, cpu_names: Sequence[str] = (HOST,)) -> int:
         return sum(n for dev, n in self.layers.items() if dev not in cpu_names)
@@ -77,14 +82,26 @@ def parse_load_log(lines: Iterable[str], device_names: Sequence[str] = ()) -> Lo
             dev = m.group(2)
             report.layers[dev] = report.layers.get(dev, 0) + 1
         elif m := _BUFFER_RE.search(line):
-            dev = buffer_device(m.group(1), device_names or [m.group(1)])
+            buffer = m.group(1)
+            dev = _remote_device(report.hosts, buffer) or buffer_device(buffer, device_names or [buffer])
             per = report.memory.setdefault(dev, {})
             per[m.group(2)] = per.get(m.group(2), 0) + round(float(m.group(3)) * MIB)
         elif _OUTPUT_RE.search(line):
             report.output_offloaded = True
         elif m := _OFFLOADED_RE.search(line):
             report.offloaded = (int(m.group(1)), int(m.group(2)))
+        elif m := _REMOTE_RE.search(line):
+            report.hosts[m.group(1)] = m.group(2)
     return report
+
+
+def _remote_device(hosts: Mapping[str, str], buffer: str) -> str | None:
+    m = _REMOTE_BUFFER_RE.fullmatch(buffer)
+    if m is None:
+        return None
+    on_host = [dev for dev, host in hosts.items() if host == m.group(2)]
+    index = int(m.group(1))
+    return on_host[index] if index < len(on_host) else None
 
 
 def check_offload(report: LoadReport, *, requested_gpu_layers: int, gpu_names: Sequence[str]) -> list[str]:
@@ -92,7 +109,7 @@ def check_offload(report: LoadReport, *, requested_gpu_layers: int, gpu_names: S
     one; return warnings for a placement that differs from the request."""
     if not gpu_names or requested_gpu_layers == 0:
         return []
-    on_gpu = sum(report.layers.get(n, 0) for n in gpu_names)
+    on_gpu = sum(report.layers.get(n, 0) for n in [*gpu_names, *report.hosts])  # RPC workers' too
     total = sum(report.layers.values())
     if on_gpu == 0 and total > 0:
         asked = "every layer" if requested_gpu_layers < 0 else f"{requested_gpu_layers} layers"
@@ -112,8 +129,9 @@ def describe(report: LoadReport, backends: Sequence[str]) -> str:
     parts = []
     for d in report.devices():
         mem = d.model_bytes + d.kv_bytes + d.compute_bytes
+        where = f"{d.name} on worker {report.hosts[d.name]}" if d.name in report.hosts else d.name
         parts.append(
-            f"{d.name}: {d.layers} layers, {mem / MIB:.0f} MiB (model {d.model_bytes / MIB:.0f} + KV "
+            f"{where}: {d.layers} layers, {mem / MIB:.0f} MiB (model {d.model_bytes / MIB:.0f} + KV "
             f"{d.kv_bytes / MIB:.0f} + compute {d.compute_bytes / MIB:.0f})"
         )
     output = "; output layer on GPU" if report.output_offloaded else ""
