@@ -118,7 +118,7 @@ class UpstreamEngine:
             listed = _model_entries(models)
             model = _choose_model(config.model, listed, root)
             show = _post_json(client, "/api/show", {"model": model["id"]}) if kind == "hermesd" else None
-            info = _model_info(root, model, props, show, config)
+            info = _model_info(root, model, props, show)
             adds_bos = False
             if dialect.has_tokenize and info.bos_token:
                 tokens = _tokenize_sync(client, dialect, info.name, "")
@@ -697,10 +697,12 @@ def _tokens(body: Any) -> list[Any]:
 
 
 def _tokenize_sync(client: httpx.Client, dialect: Dialect, model: str, text: str) -> list[Any] | None:
-    response = client.post("/tokenize", json=dialect.tokenize_body(model, text))
-    if response.status_code != 200:
+    """The upstream's tokens for `text`; None when its /tokenize does not answer with them."""
+    try:
+        response = client.post("/tokenize", json=dialect.tokenize_body(model, text))
+        return _tokens(response.json()) if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, UpstreamError):
         return None
-    return _tokens(response.json())
 
 
 def _get_json(client: httpx.Client, path: str, *, required: bool = False) -> dict[str, Any] | None:
@@ -771,7 +773,6 @@ def _model_info(
     model: Mapping[str, Any],
     props: Mapping[str, Any] | None,
     show: Mapping[str, Any] | None,
-    config: UpstreamConfig,
 ) -> ModelInfo:
     """What the upstream says about its model; the catalog (by the model's name) fills the rest."""
     model_id = str(model["id"])

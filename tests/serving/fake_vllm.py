@@ -1,5 +1,6 @@
-"""A fake vLLM OpenAI server that records what it is sent: for the runtime LoRA calls of
-`hermesd serve --upstream` only (vLLM itself cannot run on these machines). It answers the few
+"""A fake vLLM OpenAI server that records what it is sent, for the vLLM-specific calls of
+`hermesd serve --upstream` (runtime LoRA loading, the grammar field) only: vLLM itself cannot run on
+these machines, and the real upstreams of the e2e tests are hermesd and llama-server. It answers the few
 endpoints the remote engine uses, in vLLM's shapes: /v1/models (owned_by vllm, max_model_len),
 /version, /tokenize, /health, /v1/completions (streamed) and /v1/{load,unload}_lora_adapter."""
 

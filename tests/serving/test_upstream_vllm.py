@@ -1,7 +1,8 @@
-"""Adapters through `hermesd serve --upstream` with a vLLM upstream: hermesd loads the adapter's PEFT
+"""`hermesd serve --upstream` with a vLLM upstream: hermesd loads an adapter's PEFT
 folder through vLLM's runtime LoRA API and sends `<base>:<adapter>` requests to the upstream's name
-for it. vLLM cannot run here, so the upstream is a fake that records the calls (tests/serving/
-fake_vllm.py); everything on hermesd's side is real (the store, the registry, the HTTP API)."""
+for it; a JSON schema goes as `structured_outputs.grammar`. vLLM cannot run here, so the upstream is a
+fake that records the calls (tests/serving/fake_vllm.py): these tests show what hermesd sends, not
+that vLLM accepts it. Everything on hermesd's side is real (the store, the registry, the HTTP API)."""
 
 from __future__ import annotations
 
@@ -91,3 +92,24 @@ def test_an_upstream_without_a_lora_api_refuses_with_one_message(tmp_path: Path)
     llama = UpstreamEngine(engine.config, Dialect("llama-server"), engine.info, adds_bos=False)
     with pytest.raises(AdapterError, match="cannot load adapters at run time"):
         llama.load_adapter("zephyr", str(tmp_path / "adapters" / "zephyr" / "adapter.gguf"))
+
+
+async def test_a_json_schema_goes_to_vllm_as_a_grammar_and_not_after_reasoning(
+    make_client: Callable[..., Any], tmp_path: Path
+) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+    }
+    with fake_vllm() as (url, rec):
+        async with make_client(connect(url, tmp_path)) as (http, _):
+            base = (await http.get("/v1/models")).json()["data"][0]["id"]
+            r = await http.post("/v1/chat/completions", json={"model": base, **body, "think": False})
+            assert r.status_code == 200, r.text
+            grammar = rec.bodies("/v1/completions")[-1]["structured_outputs"]["grammar"]
+            assert "root ::=" in grammar and '\\"a\\"' in grammar
+            r = await http.post("/v1/chat/completions", json={"model": base, **body, "think": True})
+            assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_by_upstream"
+            assert "thinking off" in r.json()["error"]["message"]
+        assert len(rec.bodies("/v1/completions")) == 1  # the refused one never reached the upstream
