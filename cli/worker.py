@@ -88,7 +88,6 @@ def worker_command(
 ) -> None:
     """Serve this host's devices to a main hermesd over llama.cpp RPC (no authentication: a
     private network or a tunnel only)."""
-    from hermesd.runtime.engine.llamacpp import default_threads
     from hermesd.runtime.rpc import has_rpc
     from hermesd.runtime.rpc_worker import (
         ServerOptions,
@@ -111,6 +110,8 @@ def worker_command(
             "the installed llama.cpp was built without RPC; rebuild it with `hermesd setup-gpu` (GPU host) "
             "or `hermesd setup-gpu --cpu` (CPU-only host)"
         )
+    from hermesd.runtime.engine.llamacpp import default_threads  # loads llama.cpp
+
     options = ServerOptions(
         port=free_loopback_port(),
         cache_dir=cache_dir or default_cache_dir(),

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +217,50 @@ def test_load_report_shows_remote_devices_and_their_buffers() -> None:
     text = describe(report, ["CPU", "RPC"])
     assert "RPC0 on worker 10.0.0.2:50052: 1 layers, 2 MiB" in text
     assert "RPC1 on worker 10.0.0.3:50052: 1 layers, 3 MiB" in text
+
+
+# -- the command line, the settings and the engine build
+
+
+def test_worker_on_a_build_without_rpc_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import hermesd.runtime.rpc as rpc
+    from hermesd.cli.worker import worker_command
+
+    monkeypatch.setattr(rpc, "has_rpc", lambda: False)
+    result = CliRunner().invoke(worker_command, ["--listen", "10.0.0.2:50052", "--allow-from", "10.0.0.1"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "hermesd: error: the installed llama.cpp was built without RPC; rebuild it with `hermesd setup-gpu` "
+        "(GPU host) or `hermesd setup-gpu --cpu` (CPU-only host)"
+    ]
+
+
+def test_workers_from_flags_environment_and_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hermesd.server.settings import load_settings
+
+    cfg = tmp_path / "hermesd.toml"
+    cfg.write_text('worker = ["10.0.0.2:50052", "10.0.0.3:50052"]\n')
+    assert load_settings({}, cfg).worker == ["10.0.0.2:50052", "10.0.0.3:50052"]
+    monkeypatch.setenv("HERMESD_WORKER", "10.0.0.4:1, 10.0.0.5:2")
+    assert load_settings({}, cfg).worker == ["10.0.0.4:1", "10.0.0.5:2"]
+    assert load_settings({"worker": ["10.0.0.6:3"]}, cfg).worker == ["10.0.0.6:3"]
+
+
+def test_engine_builds_carry_rpc(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from hermesd.cli.setup_gpu import setup_gpu_command
+    from hermesd.runtime.engine.build import BuildOptions
+
+    assert BuildOptions(rpc=True).cmake_args() == ["-DGGML_CUDA=off", "-DGGML_RPC=on"]
+    assert BuildOptions(cuda=True, rpc=True).cmake_args() == ["-DGGML_CUDA=on", "-DGGML_RPC=on"]
+    both = BuildOptions(rpc=True, cmake_flags=("-DGGML_RPC=on",)).cmake_args()
+    assert both.count("-DGGML_RPC=on") == 1
+    result = CliRunner().invoke(setup_gpu_command, ["--cpu", "--dry-run", "--state-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "with CPU and RPC" in result.output
+    assert 'CMAKE_ARGS="-DGGML_CUDA=off -DGGML_RPC=on"' in result.output
