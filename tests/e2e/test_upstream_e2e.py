@@ -101,3 +101,36 @@ def test_a_wrong_upstream_key_is_one_line_at_start(upstream: ServerProcess, tmp_
 
 def _id(server: ServerProcess, key: str = "unused") -> str:
     return str(client(server, key).models.list().data[0].id)
+
+
+ASK = [{"role": "user", "content": FRANCE.question}]
+
+
+def _text(path: str, body: dict[str, object]) -> str:
+    if path == "/v1/messages":
+        return str(body["content"][0]["text"])  # type: ignore[index]
+    if path == "/api/chat":
+        return str(body["message"]["content"])  # type: ignore[index]
+    message = next(o for o in body["output"] if o["type"] == "message")  # type: ignore[attr-defined]
+    return str(message["content"][0]["text"])
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/messages", {"max_tokens": 100, "temperature": 0, "messages": ASK}),
+        ("/api/chat", {"stream": False, "options": {"temperature": 0}, "messages": ASK}),
+        ("/v1/responses", {"temperature": 0, "input": FRANCE.question}),
+    ],
+    ids=["anthropic", "ollama", "responses"],
+)  # fmt: skip
+def test_the_other_apis_answer_as_the_upstream_does(
+    upstream: ServerProcess, front: ServerProcess, path: str, body: dict[str, object]
+) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+    direct = httpx.post(
+        upstream.base_url + path, json={**body, "model": _id(upstream, KEY)}, headers=auth, timeout=60
+    )
+    via = httpx.post(front.base_url + path, json={**body, "model": _id(front)}, timeout=60)
+    assert direct.status_code == via.status_code == 200, via.text
+    assert _text(path, via.json()) == _text(path, direct.json()) == FRANCE.answer
