@@ -123,10 +123,10 @@ def query_worker(address: str, timeout: float = DEFAULT_TIMEOUT_S) -> Worker:
 
 def _query(address: str, timeout: float) -> tuple[Worker, str]:
     host, port = split_address(address)
+    chunks: list[bytes] = []
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(INFO_REQUEST)
-            chunks: list[bytes] = []
             size = 0
             while size < INFO_MAX_BYTES:
                 chunk = sock.recv(4096)
@@ -138,6 +138,8 @@ def _query(address: str, timeout: float) -> tuple[Worker, str]:
                     break
     except TimeoutError:
         raise WorkerError(f"worker {address} did not answer within {timeout:g} s") from None
+    except ConnectionResetError:  # the relay resets a peer it refuses
+        chunks.clear()
     except OSError as exc:
         raise WorkerError(f"worker {address} is unreachable: {exc.strerror or exc}") from None
     raw = b"".join(chunks)

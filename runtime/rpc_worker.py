@@ -426,6 +426,12 @@ def run_worker(listen: tuple[str, int], networks: Sequence[IPNetwork], options: 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
             server = await relay.serve(*listen)
+            log.warning(
+                "llama.cpp's RPC protocol has no authentication and no encryption: only %s may connect, "
+                "and %s:%d must be on a private network or a tunnel (WireGuard, SSH)",
+                ", ".join(str(n) for n in networks),
+                *listen,
+            )
             log.info(
                 "worker listening on %s:%d for %s (RPC server on 127.0.0.1:%d, tensor cache %s)",
                 *listen,

@@ -186,7 +186,7 @@ def test_relay_closes_a_peer_not_in_allow_from_at_once() -> None:
             with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
                 await reader.readexactly(1)
             assert relay.refused == 1
-            with pytest.raises(WorkerError, match=r"closed the connection without answering|unreachable"):
+            with pytest.raises(WorkerError, match="closed the connection without answering"):
                 await _in_thread(lambda: query_worker(address, timeout=5))
 
     asyncio.run(main())
