@@ -63,6 +63,9 @@ class EngineCapabilities:
     library: str = ""
     # "probed" for the engine of this process, "profile <path>" for a simulated one
     source: str = "probed"
+    # llama.cpp's RPC backend is built in (`hermesd worker`, `serve --worker`: runtime/rpc.py). It is
+    # not in `backends` and does not count as GPU offload: those describe this machine's devices.
+    rpc: bool = False
 
     @property
     def gpu_devices(self) -> tuple[EngineDevice, ...]:
@@ -80,7 +83,7 @@ class EngineCapabilities:
         devices = ", ".join(d.name for d in self.devices) or "none"
         return (
             f"llama-cpp-python {self.llama_cpp_python}: backends {', '.join(self.backends) or 'none'}"
-            f"{archs}; devices {devices}"
+            f"{archs}; devices {devices}{'; RPC' if self.rpc else ''}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -99,6 +102,7 @@ def capabilities_from_json(data: Mapping[str, Any]) -> EngineCapabilities:
         system_info=str(data.get("system_info", "")),
         library=str(data.get("library", "")),
         source=str(data.get("source", "probed")),
+        rpc=bool(data.get("rpc", False)),
     )
 
 
@@ -255,6 +259,8 @@ def probe() -> EngineCapabilities:
     for r in range(g.ggml_backend_reg_count()):
         reg = g.ggml_backend_reg_get(r)
         name = (g.ggml_backend_reg_name(reg) or b"?").decode()
+        if name == "RPC":  # other hosts' devices, not this machine's (EngineCapabilities.rpc)
+            continue
         backends.append(name)
         features[name] = _features(g, reg)
     devices: list[EngineDevice] = []
@@ -280,11 +286,13 @@ def probe() -> EngineCapabilities:
         llama_cpp_python=str(getattr(llama_cpp, "__version__", "")),
         backends=tuple(backends),
         devices=tuple(devices),
-        gpu_offload=bool(ll.llama_supports_gpu_offload()),
+        # llama_supports_gpu_offload() is also true for an RPC build: ask for a local GPU instead
+        gpu_offload=any(d.kind in ("gpu", "igpu") and d.backend != "RPC" for d in devices),
         cuda_archs=cuda_archs_from_feature(features.get("CUDA", {}).get("ARCHS", "")),
         cpu_features=tuple(k for k, v in cpu.items() if v == "1"),
         system_info=(ll.llama_print_system_info() or b"").decode("utf-8", "replace").strip(),
         library=path,
+        rpc=bool(ll.llama_supports_rpc()),
     )
 
 
