@@ -305,8 +305,9 @@ def offload_slots(hw: Hardware) -> list[_Slot]:
 def place_across(variant: Variant, layout: WeightLayout, hw: Hardware, budget: Budget) -> Placement:
     """Layers over this host and all of `hw.workers`: the fewest layers in local RAM such that the
     rest, cut into whole runs per device in llama.cpp's order (in proportion to free memory), fit;
-    the output layer on the last device. Without room for one layer on them: `place` without
-    workers."""
+    the output layer on the last device. When every device is RAM (CPU workers, no GPU) none is
+    faster than this host's, so this host takes its share in proportion to memory where it has the
+    room. Without room for one layer on the devices: `place` without workers."""
     cells = budget.settings.kv_cells
     kv_layer = kv_bytes_per_layer(variant, cells, budget.settings.kv_type)
     costs = [w + kv_layer for w in layout.layer_bytes]
@@ -315,19 +316,24 @@ def place_across(variant: Variant, layout: WeightLayout, hw: Hardware, budget: B
     comp_mid = compute_bytes(variant, budget.settings, with_output=False)
     slots = offload_slots(hw)
     margin = budget.gpu_margin_bytes
-    free = [s.free_bytes for s in slots]
-    counts = _full_split(costs, layout.output_bytes, free, comp_mid, comp_out, margin)
-    cpu_layers, extra = 0, 0
-    if counts is None:
-        # Layers in local RAM: local GPUs need room for one of their weight matrices (see place).
-        extra = largest_layer_tensor_bytes(variant, max(layout.layer_bytes, default=0))
-        free = [f - extra if s.host is None else f for s, f in zip(slots, free, strict=True)]
+    # With layers in local RAM, local GPUs need room for one of their weight matrices (see place).
+    extra = largest_layer_tensor_bytes(variant, max(layout.layer_bytes, default=0))
+    spare = [s.free_bytes - (extra if s.host is None else 0) for s in slots]
 
-        def split(c: int) -> list[int] | None:
-            return _full_split(costs[c:], layout.output_bytes, free, comp_mid, comp_out, margin)
+    def split(c: int) -> list[int] | None:
+        free = spare if c else [s.free_bytes for s in slots]
+        return _full_split(costs[c:], layout.output_bytes, free, comp_mid, comp_out, margin)
 
-        if n < 2 or split(n - 1) is None:
-            return place(variant, layout, replace(hw, workers=()), budget)
+    def local_fits(c: int) -> bool:
+        compute = comp_mid if c else host_buffer_bytes(variant, n_ubatch=budget.settings.n_ubatch)
+        weights = sum(layout.layer_bytes[:c]) + layout.token_embd_bytes + layout.other_bytes
+        return weights + c * kv_layer + compute + budget.cpu_margin_bytes <= hw.ram_available_mib * MIB
+
+    if split(0) is not None:
+        lo = 0
+    elif n < 2 or split(n - 1) is None:
+        return place(variant, layout, replace(hw, workers=()), budget)
+    else:
         lo, hi = 1, n - 1  # split(hi) works; fewer layers in RAM is monotonically harder
         while lo < hi:
             mid = (lo + hi) // 2
@@ -335,11 +341,29 @@ def place_across(variant: Variant, layout: WeightLayout, hw: Hardware, budget: B
                 hi = mid
             else:
                 lo = mid + 1
-        cpu_layers, counts = lo, split(lo)  # lo == hi: tested and found to work
+    cpu_layers = lo
+    if not any(s.kind == "gpu" for s in slots):
+        ram = hw.ram_available_mib * MIB
+        share = round(n * ram / (ram + sum(s.free_bytes for s in slots)))
+        cpu_layers = next((c for c in range(min(share, n - 1), lo, -1) if local_fits(c)), lo)
+    counts = split(cpu_layers)
+    if counts is None:  # the proportional split's boundary moves are a heuristic: keep the tested one
+        cpu_layers, counts = lo, split(lo)
     if counts is None:
         return place(variant, layout, replace(hw, workers=()), budget)
     return _result_across(
-        variant, layout, hw, budget, slots, counts, cpu_layers, kv_layer, cells, comp_mid, comp_out, extra
+        variant,
+        layout,
+        hw,
+        budget,
+        slots,
+        counts,
+        cpu_layers,
+        kv_layer,
+        cells,
+        comp_mid,
+        comp_out,
+        extra if cpu_layers else 0,
     )
 
 

@@ -119,7 +119,8 @@ def test_405b_q4_k_m_splits_across_three_128_gb_hosts() -> None:
     assert p.workers == (W1.address, W2.address)
     assert_across_hosts(p, hw)
     assert [d.host for d in p.placement] == [W1.address, W2.address, None]
-    assert all(d.layers > 0 for d in p.placement)
+    # all three are RAM: none is faster, so each host takes a third (126 / 3) of the layers
+    assert [d.layers for d in p.placement] == [42, 42, 42]
     assert p.placement[1].holds_output  # no local GPU: the last worker holds the output layer
     assert p.estimate.kv_bytes == sum(d.kv_bytes for d in p.placement)
     assert p.estimate.tokens_per_s < 1  # three RAMs one after another, plus the network
