@@ -36,7 +36,7 @@ from hermesd.runtime.engine.protocol import (
     TextEvent,
     Usage,
 )
-from hermesd.runtime.engine.text_stream import ReasoningTracker
+from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
 from hermesd.runtime.engine.upstream_dialect import (
     Dialect,
     UpstreamUnsupported,
@@ -196,7 +196,7 @@ class UpstreamEngine:
             **self.dialect.sampling_fields(request.sampling),
             **self.dialect.grammar_fields(request),
         }
-        if request.stop:
+        if request.stop and not self.dialect.stops_here:
             body["stop"] = list(request.stop)
         if request.ignore_eos:
             body["ignore_eos"] = True
@@ -409,6 +409,8 @@ class UpstreamStream:
         self.prompt_tokens = prompt_tokens
         self.adapter = request.adapters[0][0] if request.adapters else None
         self._tracker = ReasoningTracker(request.reasoning)
+        stops_here = engine.dialect.stops_here and bool(request.stop)
+        self._assembler = TextAssembler(stops=request.stop) if stops_here else None
         self._chunks = 0
         self._events = self._read()
         self._first: EngineEvent | None = None
@@ -468,6 +470,7 @@ class UpstreamStream:
         written: list[str] = []  # the text so far, for a continuation
         first: tuple[int, int] | None = None  # (prompt, completion) tokens of a budgeted first part
         reasoning_tokens: int | None = None
+        assembler = self._assembler
         try:
             while True:
                 async for data in _sse_data(self._response):
@@ -487,9 +490,18 @@ class UpstreamStream:
                             self._chunks += 1
                             self._tracker.push(text)
                             written.append(text)
-                            yield TextEvent(text)
+                            out = assembler.push(text.encode("utf-8")) if assembler is not None else text
+                            if out:
+                                yield TextEvent(out)
                         if choice.get("finish_reason"):
                             finish = str(choice["finish_reason"])
+                    if assembler is not None and assembler.stopped:
+                        finish = "stop"  # closing the stream (aclose) makes the upstream stop too
+                        break
+                if assembler is not None and not assembler.stopped and finish is not None:
+                    rest = assembler.flush()
+                    if rest:
+                        yield TextEvent(rest)
                 if first is not None or error is not None or not self._budgeted or finish != "length":
                     break
                 # the first part was as long as the reasoning budget (see UpstreamEngine.submit)
@@ -539,6 +551,11 @@ class UpstreamStream:
             written_by_us = max(0, prompt - first[0] - first[1]) if prompt and first[0] else 0
             prompt = first[0]
             completion = first[1] + written_by_us + completion
+        stopped_here = assembler.matched if assembler is not None and assembler.stopped else None
+        if stopped_here is not None:  # the upstream never finished: hermesd counted its tokens
+            completion = self._chunks  # llama-server sends one token per chunk
+        elif engine.dialect.stops_here and finish == "stop" and completion > 0:
+            completion -= 1  # the end-of-generation token, which hermesd does not count as output
         usage_out = Usage(
             prompt_tokens=prompt or self.prompt_tokens,
             completion_tokens=completion or self._chunks,
@@ -551,7 +568,7 @@ class UpstreamStream:
         engine._generated += usage_out.completion_tokens
         engine._finished[reason] = engine._finished.get(reason, 0) + 1
         self._finished = True
-        yield FinishEvent(reason, usage_out, error)
+        yield FinishEvent(reason, usage_out, error, stopped_here if reason == "stop" else None)
 
     @property
     def _budgeted(self) -> bool:

@@ -43,6 +43,13 @@ class Dialect:
         return self.kind == "vllm"
 
     @property
+    def stops_here(self) -> bool:
+        """hermesd applies the stop strings itself (as its own engine does) instead of sending them:
+        llama-server's usage counts the end-of-generation token, hermesd's does not, and only a
+        stop that llama-server never saw tells the two endings apart."""
+        return self.kind == "llama-server"
+
+    @property
     def has_tokenize(self) -> bool:
         return self.kind in ("llama-server", "vllm")
 

@@ -113,6 +113,7 @@ def test_tokenize_bodies() -> None:
     assert Dialect("llama-server").tokenize_body("m", "hi")["content"] == "hi"
     assert Dialect("vllm").has_tokenize and not Dialect("hermesd").has_tokenize
     assert Dialect("vllm").loads_adapters and not Dialect("llama-server").loads_adapters
+    assert Dialect("llama-server").stops_here and not Dialect("hermesd").stops_here
 
 
 def test_usage_numbers() -> None:
