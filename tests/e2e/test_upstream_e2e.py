@@ -57,6 +57,8 @@ def test_the_front_describes_the_upstreams_model(upstream: ServerProcess, front:
     listed = client(front).models.list().data[0].model_dump()
     assert listed["context_length"] == 1024
     assert httpx.get(front.base_url + "/health").json() == {"status": "ok"}
+    status = httpx.get(front.base_url + "/v1/status").json()  # what `hermesd ps` shows
+    assert status["model"]["architecture"] == "qwen3" and status["context"]["per_slot"] == 1024
 
 
 def test_count_tokens_is_the_upstreams_count(upstream: ServerProcess, front: ServerProcess) -> None:
