@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Speculative decoding benchmark (issue 17): hermesd with and without n-gram lookup beside
-llama-server without speculation and with each of its n-gram modes, in the same run.
+llama-server without speculation and with each of its n-gram modes, in the same run; with
+`--draft-model FILE` (or `self`: the model drafts for itself, which proves the plumbing, not the
+speed) both also run with that draft model.
 
 Two workloads, greedy, streamed /v1/completions, exactly max_tokens tokens (ignore_eos):
 - edit: the prompt holds a 20-line Python file and asks for it again with one name changed, so
@@ -11,6 +13,7 @@ hermesd's ratios and whether its greedy text is the same with and without specul
 
     bash bench/run speculation                # tiny model + Gemma 3 270M Q4_K_M
     python3 bench/speculation.py --model X.gguf --concurrency 1 4 16
+    python3 bench/speculation.py --model X.gguf --draft-model small.gguf --llama-modes
 """
 
 from __future__ import annotations
@@ -74,15 +77,22 @@ WORKLOADS = {
 LLAMA_NGRAM_MODES = ["ngram-simple", "ngram-mod", "ngram-map-k", "ngram-cache"]
 
 
-def configurations(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
+def configurations(args: argparse.Namespace, model: Path) -> list[tuple[str, str, list[str]]]:
     """(server, label, extra flags) for every server of the comparison."""
     out = [
         ("hermesd", "hermesd", list(args.hermesd_arg)),
         ("hermesd", "hermesd+ngram", [*args.hermesd_arg, "--ngram-lookup"]),
     ]
+    draft = (
+        None if args.draft_model is None else str(model if args.draft_model == "self" else args.draft_model)
+    )
+    if draft:
+        out.append(("hermesd", "hermesd+draft", [*args.hermesd_arg, "--draft-model", draft]))
     out.append(("llama-server", "llama-server", []))
     for mode in args.llama_modes:
         out.append(("llama-server", f"llama-server {mode}", ["--spec-type", mode]))
+    if draft:
+        out.append(("llama-server", "llama-server draft", ["--model-draft", draft]))
     return out
 
 
@@ -102,17 +112,19 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
     with ExitStack() as stack:
         servers = [
             s
-            for name, label, extra in configurations(args)
+            for name, label, extra in configurations(args, model)
             if (s := stack.enter_context(start(name, model, args, log_dir, vocab, extra, label))) is not None
         ]
         labels = [s.name for s in servers]
         for server in servers:
             asyncio.run(load(server, 1, WORKLOADS["open"], 8))  # warm-up
-        if {"hermesd", "hermesd+ngram"} <= set(labels):
+        hermesds = [s for s in servers if s.name.startswith("hermesd")]
+        if len(hermesds) > 1 and hermesds[0].name == "hermesd":
             for workload, prompts in WORKLOADS.items():
-                texts = [asyncio.run(greedy_text(s, prompts[0], args.max_tokens)) for s in servers[:2]]
-                same = texts[0] == texts[1]
-                print(f"  {workload}: hermesd's greedy text with and without speculation identical: {same}")
+                texts = [asyncio.run(greedy_text(s, prompts[0], args.max_tokens)) for s in hermesds]
+                for s, text in zip(hermesds[1:], texts[1:], strict=True):
+                    same = text == texts[0]
+                    print(f"  {workload}: hermesd's greedy text identical with and without {s.name}: {same}")
         for workload, prompts in WORKLOADS.items():
             for c in args.concurrency:
                 runs: dict[str, list[RunStats]] = {s.name: [] for s in servers}
@@ -137,6 +149,8 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
             pairs.append(("hermesd", "llama-server"))
             if best:
                 pairs.append(("hermesd+ngram", best))
+            if "hermesd+draft" in labels:
+                pairs += [("hermesd+draft", "hermesd"), ("hermesd+draft", "llama-server draft")]
             shown = [f"{a} / {b} {fmt(_ratio(ratio_runs, workload, c, a, b), 2)}" for a, b in pairs]
             print(f"  {workload:5} conc {c:>2}: " + ", ".join(shown))
 
@@ -164,6 +178,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--llama-modes", nargs="*", default=LLAMA_NGRAM_MODES)
     ap.add_argument("--hermesd-arg", action="append", default=[])
+    ap.add_argument("--draft-model", default=None, help="a draft GGUF for both servers, or 'self'")
     args = ap.parse_args()
     cache = ROOT / "bench" / ".cache"
     cache.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def show_command(as_json: bool) -> None:
                     "revision": q.revision,
                 }
             )
-    drafts = [
+    drafts: list[dict[str, Any]] = [
         {
             "draft": d.id,
             "for": [v.id for v in catalog.ordered() if v.draft == d.id],
