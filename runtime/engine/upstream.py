@@ -485,7 +485,11 @@ class UpstreamStream:
                     if isinstance(chunk.get("usage"), dict):
                         usage = chunk["usage"]
                     for choice in chunk.get("choices") or ():
+                        if not isinstance(choice, dict):
+                            continue
                         text = choice.get("text") or ""
+                        if not isinstance(text, str):
+                            raise ValueError(f"a completion chunk whose text is {type(text).__name__}")
                         if text:
                             self._chunks += 1
                             self._tracker.push(text)
@@ -533,7 +537,9 @@ class UpstreamStream:
         except httpx.TimeoutException:
             error = f"the upstream sent nothing for {engine.config.read_timeout:.0f} s"
             self.error_status = 504
-        except (httpx.HTTPError, ValueError) as exc:
+        except ValueError as exc:  # not JSON, or not a completion chunk: the upstream is still there
+            error = f"the upstream {engine._root} sent a malformed chunk: {exc}"
+        except (httpx.HTTPError, httpx.StreamError) as exc:
             if self._aborted is None:
                 error = f"the upstream {engine._root} broke off the stream: {exc or type(exc).__name__}"
                 engine.mark_unreachable(error)
