@@ -17,6 +17,7 @@ from hermesd.cli.pull import pull_command
 from hermesd.cli.serve import serve_command
 from hermesd.cli.setup_gpu import setup_gpu_command
 from hermesd.cli.tune import tune_command
+from hermesd.cli.worker import worker_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +40,7 @@ for command in (
     chat_command,
     ps_command,
     launch_command,
+    worker_command,
 ):
     cli.add_command(command)
 

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,12 +23,18 @@ from hermesd.runtime.engine.fallback import load_with_fallback
 from hermesd.runtime.engine.llama_model import LlamaModelConfig
 from hermesd.runtime.engine.llamacpp import EngineConfig, LlamaCppEngine, default_threads
 from hermesd.runtime.engine.load_report import OffloadError, check_offload
+from hermesd.runtime.engine.protocol import Engine
 from hermesd.runtime.engine.speculation import SpeculationSettings
 from hermesd.runtime.gpu_access import GpuAccess
+from hermesd.runtime.hardware import Worker
+from hermesd.runtime.planner import engine_split
 from hermesd.server.settings import ConfigFileError, Settings, load_settings
 
 log = logging.getLogger("hermesd.serve")
 SWITCH_INTERVAL_S = 0.0005
+# a lost RPC worker: how long /health shows the reason before the process exits, and its exit code
+WORKER_LOST_LINGER_S = 10.0
+EXIT_WORKER_LOST = 3
 
 
 def fail(message: str) -> None:
@@ -34,8 +42,16 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
-def engine_config(settings: Settings, model_path: Path) -> EngineConfig:
+def engine_config(settings: Settings, model_path: Path, draft_path: Path | None = None) -> EngineConfig:
     threads = settings.threads or default_threads()
+    draft = None
+    if draft_path is not None:
+        # the draft goes where the model's layers go: all on the GPUs, or all on the CPU
+        draft = LlamaModelConfig(
+            path=draft_path,
+            gpu_layers=0 if settings.gpu_layers == 0 else -1,
+            cpu_extra_buffers=settings.cpu_extra_buffers,
+        )
     return EngineConfig(
         model=LlamaModelConfig(
             path=model_path,
@@ -59,7 +75,46 @@ def engine_config(settings: Settings, model_path: Path) -> EngineConfig:
             start=min(SpeculationSettings.start, settings.spec_max_draft),
             max_streams=settings.spec_max_streams,
         ),
+        draft=draft,
+        rpc_workers=tuple(settings.worker),
     )
+
+
+def draft_model_path(settings: Settings, model_path: Path, summary: GGUFSummary) -> Path | None:
+    """--draft-model: a path as given, or for `auto` the catalog's draft for this model's
+    architecture and vocabulary, from the cache or fetched. A draft model is an optimization: when
+    there is none to be had the daemon says so and serves without one."""
+    ref = settings.draft_model
+    if ref is None:
+        return None
+    if ref != "auto":
+        return Path(ref).expanduser()
+    from rich.console import Console
+
+    from hermesd.cli.autoplan import fetch, load_catalog_or_fail
+    from hermesd.cli.download_progress import RichDownloadProgress
+    from hermesd.models.gguf_info import gguf_info
+    from hermesd.models.hub import HubEnv, first_file
+
+    info = gguf_info(summary)
+    catalog = load_catalog_or_fail()
+    variant = catalog.variant_of_file(model_path.name, info.arch, info.block_count)
+    draft = catalog.drafts.get(variant.draft) if variant is not None else None
+    if draft is None:
+        log.warning(
+            "--draft-model auto: the catalog has no draft model for %s; serving without one "
+            "(--ngram-lookup needs no second model)",
+            variant.name if variant is not None else f"{model_path.name} (not a Hermes 4 variant it knows)",
+        )
+        return None
+    entry = draft.quants[0]
+    try:
+        with RichDownloadProgress(Console(stderr=True, soft_wrap=True)) as progress:
+            paths = fetch(entry, HubEnv.from_environ(offline=settings.offline), progress)
+    except click.ClickException as exc:
+        log.warning("--draft-model auto: cannot get %s (%s); serving without a draft model", draft.name, exc)
+        return None
+    return first_file(paths)
 
 
 def check_model_file(path: Path) -> tuple[Path, GGUFSummary]:
@@ -154,9 +209,13 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
         fail(f"invalid settings: {exc}")
     setup_logging(settings.log_level)
     check_exposure(settings)
+    if settings.upstream is not None:
+        run_upstream(settings)
+        return
+    workers = check_workers(settings)
     if settings.model is None:
         access = check_engine(settings)
-        settings = settings_from_plan(settings, access)
+        settings = settings_from_plan(settings, access, workers)
         assert settings.model is not None
         model_path, summary = check_model_file(settings.model.expanduser())
     else:
@@ -166,21 +225,91 @@ def serve_command(config_file: Path | None, **kwargs: Any) -> None:
         if "tensor_split" not in settings.model_fields_set and access.tensor_split():
             # some of the engine's GPUs cannot run this build: keep the layers off them
             settings = settings.model_copy(update={"tensor_split": list(access.tensor_split())})
+        if workers:
+            settings = split_over_workers(settings, workers, summary, access)
     log.info("settings: %s", settings.redacted())
     arch = summary.architecture or ""
     blocks = summary.kv.get(f"{arch}.block_count")
     trained = summary.kv.get(f"{arch}.context_length")
     if settings.min_ctx and isinstance(trained, int) and settings.min_ctx > trained:
         fail(f"--min-ctx {settings.min_ctx}: {model_path.name} was trained for at most {trained} tokens")
-    run_server(settings, model_path, int(blocks) if isinstance(blocks, int) else 0, access)
+    draft_path = draft_model_path(settings, model_path, summary)
+    run_server(settings, model_path, int(blocks) if isinstance(blocks, int) else 0, access, draft_path)
 
 
-def settings_from_plan(settings: Settings, access: GpuAccess) -> Settings:
+def run_upstream(settings: Settings) -> None:
+    """--upstream: no model here; ask the upstream what it serves (one line if it cannot be reached)."""
+    from hermesd.runtime.engine.upstream import UpstreamConfig, UpstreamEngine
+    from hermesd.runtime.errors import HermesdError
+
+    log.info("settings: %s", settings.redacted())
+    assert settings.upstream is not None
+    try:
+        config = UpstreamConfig(
+            url=settings.upstream,
+            api_key=settings.upstream_api_key(),
+            model=settings.upstream_model,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_timeout,
+            adapter_root=settings.upstream_adapter_root,
+            adapter_store=str(settings.state_dir / "adapters"),
+        )
+        engine = UpstreamEngine.connect(config)
+    except OSError as exc:
+        fail(f"--upstream-key-file: {exc}")
+    except (HermesdError, ValueError) as exc:
+        fail(str(exc))
+    run_server(settings, Path(engine.info.path), 0, None, engine_factory=lambda: engine)
+
+
+def check_workers(settings: Settings) -> tuple[Worker, ...]:
+    """--worker: ask every worker what it offers now; one that is down is one line naming it."""
+    if not settings.worker:
+        return ()
+    from hermesd.runtime.rpc import WorkerError, has_rpc, query_workers
+
+    if not has_rpc():
+        fail(
+            "--worker needs a llama.cpp built with RPC; rebuild it with `hermesd setup-gpu` "
+            "(GPU host) or `hermesd setup-gpu --cpu` (CPU-only host)"
+        )
+    try:
+        return query_workers(settings.worker)
+    except WorkerError as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+def split_over_workers(
+    settings: Settings, workers: tuple[Worker, ...], summary: GGUFSummary, access: GpuAccess
+) -> Settings:
+    """--model FILE --worker ...: no catalog variant to plan, so unless --gpu-layers and
+    --tensor-split say otherwise, spread the layers evenly over the workers' devices and this host
+    (runtime/rpc.py `even_split`, a stopgap until the planner places a bare file)."""
+    from hermesd.runtime.rpc import even_split
+
+    explicit = settings.model_fields_set
+    if "tensor_split" in explicit and "gpu_layers" in explicit:
+        return settings
+    blocks = summary.kv.get(f"{summary.architecture or ''}.block_count")
+    n_layer = int(blocks) if isinstance(blocks, int) else 0
+    remote = sum(len(w.devices) for w in workers)
+    gpu_layers, split = even_split(remote, len(access.usable), n_layer)
+    log.info(
+        "layers over %d worker device(s) and this host: %d offloaded, split %s",
+        remote,
+        gpu_layers,
+        split,
+    )
+    return settings.model_copy(update={"gpu_layers": gpu_layers, "tensor_split": list(split)})
+
+
+def settings_from_plan(settings: Settings, access: GpuAccess, workers: tuple[Worker, ...] = ()) -> Settings:
     """No --model: plan for this machine, fetch the files (or use the cache), and apply the plan's
     placement, context and slots wherever the user did not set them explicitly."""
     from rich.console import Console
 
-    from hermesd.cli.autoplan import choose_model_for_serve
+    from hermesd.cli.autoplan import choose_model_for_serve, draft_request
 
     explicit = settings.model_fields_set
     console = Console(stderr=True, soft_wrap=True)
@@ -195,10 +324,11 @@ def settings_from_plan(settings: Settings, access: GpuAccess) -> Settings:
             prefer=settings.prefer,
             offline=settings.offline,
             console=console,
-            hardware=access.planning_hardware(),
+            hardware=replace(access.planning_hardware(), workers=workers),
             min_ctx=settings.min_ctx,
             # --min-ctx trades the KV type before the quant, unless the user chose the KV type
             kv_fallback=("q8_0",) if settings.min_ctx and "kv_type" not in explicit else (),
+            draft=draft_request(settings.draft_model),
         )
     except click.ClickException as exc:
         fail(exc.format_message())
@@ -211,6 +341,11 @@ def settings_from_plan(settings: Settings, access: GpuAccess) -> Settings:
         "flash_attn": plan.flash_attn,
         "kv_type": plan.kv_type,
     }
+    if workers:  # register exactly the workers the plan uses, in its order: their devices come first
+        remote = sum(1 for d in plan.placement if d.host is not None)
+        split = engine_split(plan, access.tensor_split(plan.tensor_split[remote:]))
+        planned.update(gpu_layers=split.n_gpu_layers, tensor_split=list(split.tensor_split))
+        update["worker"] = list(split.workers)
     update.update({k: v for k, v in planned.items() if k not in explicit})
     log.info(
         "plan: %s %s, %d/%d layers on GPUs, context %d x %d",
@@ -224,7 +359,15 @@ def settings_from_plan(settings: Settings, access: GpuAccess) -> Settings:
     return settings.model_copy(update=update)
 
 
-def run_server(settings: Settings, model_path: Path, total_layers: int, access: GpuAccess) -> None:
+def run_server(
+    settings: Settings,
+    model_path: Path,
+    total_layers: int,
+    access: GpuAccess | None,
+    draft_path: Path | None = None,
+    *,
+    engine_factory: Callable[[], Engine] | None = None,  # --upstream: the remote engine, not llama.cpp
+) -> None:
     import uvicorn
 
     # The decode thread needs the GIL for a few microseconds between two llama_decode calls; with
@@ -255,7 +398,7 @@ def run_server(settings: Settings, model_path: Path, total_layers: int, access: 
 
     from hermesd.server.app import create_app, drain_app
 
-    config = engine_config(settings, model_path)
+    config = engine_config(settings, model_path, draft_path)
     failure: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -268,9 +411,20 @@ def run_server(settings: Settings, model_path: Path, total_layers: int, access: 
         log.info("ready on http://%s:%d", settings.host, settings.port)
         sdnotify.notify("READY=1")
 
+    def on_worker_lost(reason: str) -> None:
+        """Any thread. The model's layers on that worker, and the step waiting for it, are gone
+        with the connection (ggml can neither finish nor free them), so no reload in place: /health
+        says why for WORKER_LOST_LINGER_S while the engine ends the streams, then the process exits
+        non-zero and systemd (Restart=on-failure) starts it again, which waits for the worker."""
+        log.error("%s; exiting in %.0f s so that hermesd restarts", reason, WORKER_LOST_LINGER_S)
+        app.state.hermesd.load_error = reason
+        threading.Timer(WORKER_LOST_LINGER_S, os._exit, args=(EXIT_WORKER_LOST,)).start()
+
     def load_engine() -> LlamaCppEngine:
         def load(layers: int) -> LlamaCppEngine:
-            engine = LlamaCppEngine(replace(config, model=replace(config.model, gpu_layers=layers)))
+            engine = LlamaCppEngine(
+                replace(config, model=replace(config.model, gpu_layers=layers)), on_worker_lost=on_worker_lost
+            )
             try:
                 for warning in check_offload(
                     engine.load_report, requested_gpu_layers=layers, gpu_names=engine.gpu_names
@@ -285,10 +439,10 @@ def run_server(settings: Settings, model_path: Path, total_layers: int, access: 
             load,
             gpu_layers=config.model.gpu_layers,
             total_layers=total_layers,
-            gpu_available=bool(access.usable),
+            gpu_available=bool(access and access.usable),
         )
 
-    app = create_app(settings, load_engine, on_ready=on_ready, on_load_error=on_load_error)
+    app = create_app(settings, engine_factory or load_engine, on_ready=on_ready, on_load_error=on_load_error)
     uv_config = uvicorn.Config(
         app,
         host=settings.host,

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from hermesd.server.settings import Settings
 
 # settings that only make sense in the config file or environment
-_NOT_FLAGS: set[str] = set()
+_NOT_FLAGS: set[str] = {"upstream_key"}  # a secret on the command line is visible in `ps`
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:

@@ -64,7 +64,13 @@ def architectures(archs: str | None, hw: Hardware) -> tuple[str, ...]:
     default=None,
     help="CUDA toolkit to use (default: a system toolkit the driver supports, else PyPI's CUDA 13.0 wheels)",
 )
-@click.option("--cmake-flag", "cmake_flags", multiple=True, help="extra CMake flag, e.g. -DGGML_RPC=on")
+@click.option("--cmake-flag", "cmake_flags", multiple=True, help="extra CMake flag, e.g. -DGGML_AVX512=off")
+@click.option(
+    "--cpu",
+    "cpu_only",
+    is_flag=True,
+    help="build for the CPU only, with the RPC backend (a CPU-only `hermesd worker` or main host)",
+)
 @click.option("--source", default=None, help="build from this llama-cpp-python sdist or source tree")
 @click.option("--jobs", type=click.IntRange(1), default=None, help="parallel compile jobs (default: CMake's)")
 @click.option("--rebuild", is_flag=True, help="build again even if a wheel with these options is kept")
@@ -84,10 +90,16 @@ def setup_gpu_command(
     jobs: int | None,
     rebuild: bool,
     state_dir: Path | None,
+    cpu_only: bool,
 ) -> None:
     """Rebuild the engine (llama-cpp-python) with CUDA for this machine's NVIDIA GPUs."""
     # paths and pip requirements hold square brackets: no rich markup
     console = Console(soft_wrap=True, markup=False, highlight=False)
+    if cpu_only:
+        options = BuildOptions(rpc=True, cmake_flags=cmake_flags, source=source, jobs=jobs)
+        state = state_dir_of(state_dir)
+        build_cpu(console, build_plan(options, state, python=sys.executable), state, dry_run, rebuild)
+        return
     hw = load_hardware(hardware_file)
     chosen = architectures(archs, hw)
     try:
@@ -96,7 +108,13 @@ def setup_gpu_command(
         raise click.ClickException(str(exc)) from exc
     state = state_dir_of(state_dir)
     options = BuildOptions(
-        cuda=True, archs=chosen, cmake_flags=cmake_flags, cuda_home=toolkit.home, source=source, jobs=jobs
+        cuda=True,
+        archs=chosen,
+        cmake_flags=cmake_flags,
+        cuda_home=toolkit.home,
+        source=source,
+        jobs=jobs,
+        rpc=True,  # RPC workers and their main host (`hermesd worker`, `serve --worker`)
     )
     plan = build_plan(options, state, python=sys.executable)
     # a profile describes GPUs this machine may not have: the check then only loads the engine
@@ -122,6 +140,26 @@ def setup_gpu_command(
     if result.returncode != 0:
         raise click.ClickException(f"pip could not install {wheel}: {result.stderr.strip()[-800:]}")
     verify(console, expect_gpus, state)
+    console.print(f"done in {(time.monotonic() - started) / 60:.1f} minutes")
+
+
+def build_cpu(console: Console, plan: BuildPlan, state: Path, dry_run: bool, rebuild: bool) -> None:
+    """--cpu: no toolkit; the same build, install and check, expecting no GPU."""
+    console.print(f"build: {plan.options.describe()}")
+    console.print(f"wheel kept in: {plan.wheel_dir}  (build log: {plan.log_path})")
+    for line in plan.shell_lines():
+        console.print(f"  {line}")
+    if dry_run:
+        return
+    started = time.monotonic()
+    wheel = None if rebuild else plan.kept_wheel()
+    if wheel is None:
+        wheel = build(console, plan)
+    console.print(f"installing {wheel.name} …")
+    result = subprocess.run(plan.install_command(wheel), capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise click.ClickException(f"pip could not install {wheel}: {result.stderr.strip()[-800:]}")
+    verify(console, 0, state)
     console.print(f"done in {(time.monotonic() - started) / 60:.1f} minutes")
 
 

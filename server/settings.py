@@ -54,6 +54,26 @@ class Settings(BaseSettings):
         False, description="serve a CPU-sized plan even though the engine cannot use this machine's GPUs"
     )
 
+    # -- an upstream server instead of a local model (runtime/engine/upstream.py)
+    upstream: str | None = Field(
+        None,
+        description="generate on this OpenAI-compatible server (vLLM, SGLang, llama-server, hermesd) "
+        "instead of loading a model here; hermesd still renders prompts and parses output",
+    )
+    # a secret: from HERMESD_UPSTREAM_KEY or the config file, never a flag (ps would show it)
+    upstream_key: SecretStr | None = Field(None, description="the upstream's API key")
+    upstream_key_file: Path | None = Field(None, description="file holding the upstream's API key")
+    upstream_model: str | None = Field(None, description="the upstream's model id (default: its first)")
+    upstream_timeout: float = Field(
+        300.0, gt=0, le=86400, description="seconds to wait for the upstream's next bytes (first token too)"
+    )
+    upstream_connect_timeout: float = Field(10.0, gt=0, le=600, description="seconds to connect to it")
+    upstream_adapter_root: str | None = Field(
+        None,
+        description="the adapter store (<state-dir>/adapters) as the upstream's hosts see it, when they "
+        "mount it elsewhere",
+    )
+
     # -- llama.cpp
     ctx: int = Field(8192, ge=256, le=1 << 20, description="context tokens per sequence")
     min_ctx: int | None = Field(
@@ -76,10 +96,22 @@ class Settings(BaseSettings):
     # llama.cpp's CPU "extra buffer types" (AMX and weight repacking). AMX traps in many VMs and
     # kills the process with SIGILL on the first quantized matmul, so they stay off unless asked.
     cpu_extra_buffers: bool = False
+    # llama.cpp RPC workers (`hermesd worker` on other hosts) that hold some of the layers
+    worker: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="HOST:PORT of a `hermesd worker` lending its devices (repeatable; a private network "
+        "or a tunnel only)",
+    )
     # speculative decoding by prompt lookup (runtime/engine/speculation.py): drafts the continuation
     # of the latest earlier occurrence of the last tokens; output is the same with it on or off
     ngram_lookup: bool = Field(
         False, description="speculative decoding by n-gram lookup in the prompt and output"
+    )
+    # speculative decoding by a small model that shares the vocabulary (runtime/engine/draft_model.py)
+    draft_model: str | None = Field(
+        None,
+        description="draft model for speculative decoding: a GGUF sharing the model's vocabulary, "
+        "or 'auto' (the catalog's draft for the served model, fetched like the model)",
     )
     spec_max_draft: int = Field(
         SPEC_DEFAULTS.max_draft, ge=1, le=64, description="most tokens drafted per stream and step"
@@ -122,7 +154,9 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: _default_state_dir())
     log_level: str = "info"
 
-    @field_validator("served_model_name", "cors_origin", "allowed_hosts", "tensor_split", mode="before")
+    @field_validator(
+        "served_model_name", "cors_origin", "allowed_hosts", "tensor_split", "worker", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -146,6 +180,27 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _upstream_alone(self) -> Settings:
+        if self.upstream is None:
+            return self
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ValueError(f"--upstream {self.upstream!r} is not an http:// or https:// URL")
+        if self.model is not None:
+            raise ValueError("--upstream and --model exclude each other: the upstream runs the model")
+        return self
+
+    def upstream_api_key(self) -> str | None:
+        """HERMESD_UPSTREAM_KEY (or the config file's), else the first line of --upstream-key-file."""
+        if self.upstream_key is not None:
+            return self.upstream_key.get_secret_value()
+        if self.upstream_key_file is None:
+            return None
+        for line in self.upstream_key_file.read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                return line.strip()
+        raise ValueError(f"{self.upstream_key_file}: no key in the file")
 
     @model_validator(mode="after")
     def _kv_type_runs(self) -> Settings:
@@ -190,6 +245,8 @@ class Settings(BaseSettings):
             if name in self.model_fields_set:
                 if name in ("api_key", "admin_api_key"):
                     value = ["***"] * len(value)
+                elif name == "upstream_key":
+                    value = "***"
                 out[name] = str(value) if isinstance(value, Path) else value
         return out
 

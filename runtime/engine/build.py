@@ -40,6 +40,8 @@ class BuildOptions:
     source: str | None = None  # a local sdist or source tree instead of PyPI's
     version: str = TESTED_LLAMA_CPP_PYTHON
     jobs: int | None = None
+    # llama.cpp's RPC backend: `hermesd worker` and `serve --worker` need it (setup-gpu turns it on)
+    rpc: bool = False
 
     def cmake_args(self) -> list[str]:
         args: list[str] = []
@@ -59,6 +61,8 @@ class BuildOptions:
                 ]
         else:
             args.append("-DGGML_CUDA=off")
+        if self.rpc and "-DGGML_RPC=on" not in self.cmake_flags:
+            args.append("-DGGML_RPC=on")
         return [*args, *self.cmake_flags]
 
     def requirement(self) -> str:
@@ -71,6 +75,7 @@ class BuildOptions:
 
     def describe(self) -> str:
         what = f"CUDA for architectures {', '.join(self.archs) or 'CMake default'}" if self.cuda else "CPU"
+        what += " and RPC" if self.rpc or "-DGGML_RPC=on" in self.cmake_flags else ""
         return f"{self.requirement()} with {what}"
 
 

@@ -6,13 +6,15 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hermesd.models.gguf_info import gguf_info
 from hermesd.runtime.engine.capabilities import probe_capabilities
 from hermesd.runtime.engine.context_settings import ContextSettings
+from hermesd.runtime.engine.draft_model import ModelDrafter
 from hermesd.runtime.engine.llama_model import LlamaModel, LlamaModelConfig, capture_log
 from hermesd.runtime.engine.load_report import describe, parse_load_log, planned_and_allocated
 from hermesd.runtime.engine.protocol import (
@@ -22,10 +24,19 @@ from hermesd.runtime.engine.protocol import (
     GenerationRequest,
     ModelInfo,
     TextEvent,
+    Usage,
 )
 from hermesd.runtime.engine.scheduler import Scheduler, Sequence
 from hermesd.runtime.engine.speculation import SpeculationSettings
-from hermesd.runtime.errors import AdapterError, AdapterNotFound, ContextLengthExceeded
+from hermesd.runtime.errors import (
+    AdapterError,
+    AdapterNotFound,
+    ContextLengthExceeded,
+    DraftVocabMismatch,
+    EngineShuttingDown,
+    ModelLoadError,
+)
+from hermesd.runtime.rpc import WorkerLink
 
 log = logging.getLogger(__name__)
 INLINE_TOKENIZE_CHARS = 4096
@@ -37,6 +48,11 @@ class EngineConfig:
     model: LlamaModelConfig
     context: ContextSettings
     speculation: SpeculationSettings = field(default_factory=SpeculationSettings)
+    # a small model sharing the vocabulary, drafting tokens for this one to verify (--draft-model)
+    draft: LlamaModelConfig | None = None
+    # llama.cpp RPC workers ("HOST:PORT"), registered in this order before the model loads: their
+    # devices come first in llama.cpp's device list (tensor_split), then the local GPUs
+    rpc_workers: tuple[str, ...] = ()
 
 
 def default_threads() -> int:
@@ -90,6 +106,11 @@ class LlamaStream:
         if not self._seq.first_taken.is_set():
             self._seq.first_taken.set()
 
+    def fail(self, reason: str) -> None:
+        """Event loop: end this stream with an error now (its worker is lost)."""
+        if not self._done:
+            self._queue.put_nowait(FinishEvent("error", Usage(self.prompt_tokens, 0), reason))
+
     async def aclose(self) -> None:
         self._taken()
         if not self._done:
@@ -100,21 +121,37 @@ class LlamaStream:
 class LlamaCppEngine:
     """Implements `Engine` on llama-cpp-python's low-level API."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, on_worker_lost: Callable[[str], None] | None = None) -> None:
         t0 = time.monotonic()
         self._outbox: list[tuple[asyncio.Queue[EngineEvent], EngineEvent]] = []
         self._wake_pending = False
         self.config = config
+        # a lost RPC worker ends every stream with an error and stops new requests; then
+        # `on_worker_lost` (the daemon) decides what to do (cli/serve.py exits so systemd restarts it)
+        self.lost: str | None = None
+        self._live: weakref.WeakSet[LlamaStream] = weakref.WeakSet()
+        self._on_worker_lost = on_worker_lost
+        self.workers = WorkerLink(config.rpc_workers, self._worker_lost) if config.rpc_workers else None
         caps = probe_capabilities()
         with capture_log() as lines:
             self.model = LlamaModel(config.model)
-            try:
+        self.drafter: ModelDrafter | None = None
+        try:
+            self.drafter = self._load_drafter()
+            with capture_log() as context_lines:
                 self.scheduler = Scheduler(
-                    self.model, config.context, flush=self._flush, speculation=config.speculation
+                    self.model,
+                    config.context,
+                    flush=self._flush,
+                    speculation=config.speculation,
+                    drafter=self.drafter,
                 )
-            except Exception:
-                self.model.close()
-                raise
+            lines += context_lines
+        except Exception:
+            if self.drafter is not None:
+                self.drafter.close()
+            self.model.close()
+            raise
         names = [d.name for d in caps.devices]
         self.load_report = parse_load_log(lines, names)
         self.gpu_names = tuple(d.name for d in caps.gpu_devices)
@@ -133,6 +170,31 @@ class LlamaCppEngine:
         log.info("%s", describe(self.load_report, caps.backends))
         variant = gguf_info(self.model.summary).as_variant()
         log.info("%s", planned_and_allocated(self.load_report, variant, config.context))
+        if self.workers is not None:
+            self.workers.watch()
+
+    def _load_drafter(self) -> ModelDrafter | None:
+        """The draft model, or None. One that cannot be loaded leaves the engine serving without
+        it (the log says why); one with another vocabulary is refused: that is a wrong setting."""
+        if self.config.draft is None:
+            return None
+        path = self.config.draft.path
+        try:
+            model = LlamaModel(self.config.draft)
+        except ModelLoadError as exc:
+            log.warning("serving without the draft model: %s", exc)
+            return None
+        try:
+            drafter = ModelDrafter(model, self.model, self.config.context)
+        except DraftVocabMismatch:
+            model.close()
+            raise
+        except ModelLoadError as exc:
+            model.close()
+            log.warning("serving without the draft model: %s", exc)
+            return None
+        log.info("draft model %s loaded: speculative decoding drafts from it", path)
+        return drafter
 
     def _build_info(self) -> ModelInfo:
         meta = self.model.metadata
@@ -185,7 +247,20 @@ class LlamaCppEngine:
         return self._info
 
     def ready(self) -> bool:
-        return self.scheduler.thread.is_alive()
+        return self.lost is None and self.scheduler.thread.is_alive()
+
+    def _worker_lost(self, reason: str) -> None:
+        """Any thread (ggml's, stuck in a step that will never finish, or the watch): end every
+        stream with an error event from the event loop, since the decode thread cannot."""
+        self.lost = reason
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._end_streams, reason)
+        if self._on_worker_lost is not None:
+            self._on_worker_lost(reason)
+
+    def _end_streams(self, reason: str) -> None:
+        for stream in list(self._live):
+            stream.fail(reason)
 
     def stats(self) -> EngineStats:
         return self.scheduler.stats()
@@ -200,6 +275,8 @@ class LlamaCppEngine:
             tokens = await asyncio.to_thread(self.model.tokenize, request.prompt)
         else:
             tokens = self.model.tokenize(request.prompt)
+        if self.lost is not None:
+            raise EngineShuttingDown(self.lost)
         context = self.scheduler.n_ctx_seq
         if len(tokens) >= context:
             raise ContextLengthExceeded(len(tokens), request.max_tokens, context)
@@ -215,7 +292,9 @@ class LlamaCppEngine:
 
         seq = Sequence(request=request, prompt=tokens, sink=sink, adapter_key=tuple(request.adapters))
         self.scheduler.submit(seq)
-        return LlamaStream(self, seq, queue)
+        stream = LlamaStream(self, seq, queue)
+        self._live.add(stream)
+        return stream
 
     # -- adapters
     # Both run on the decode thread (scheduler.call), between steps: requests in flight keep
@@ -259,5 +338,9 @@ class LlamaCppEngine:
             log.warning("drain timeout (%.0f s) passed: ended %s unfinished requests", timeout, n)
 
     def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
         self.scheduler.stop()
+        if self.drafter is not None:
+            self.drafter.close()
         self.model.close()
