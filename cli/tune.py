@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,24 @@ from rich.progress import (
 
 from hermesd.cli.adapters_cmd import daemon_options, resolve
 from hermesd.cli.daemon_address import fail
+from hermesd.cli.hardware_option import hardware_option
 from hermesd.runtime.errors import HermesdError
-from hermesd.runtime.tune.config import DEFAULT_TARGETS, TrainConfig
+from hermesd.runtime.tune.config import (
+    DEFAULT_EPOCHS,
+    DEFAULT_GRAD_ACCUM,
+    DEFAULT_TARGETS,
+    MIN_OPTIMIZER_STEPS,
+    TrainConfig,
+    describe_steps,
+    dumps,
+    fit_to_data,
+    learning_warning,
+)
 from hermesd.runtime.tune.daemon import hot_load
-from hermesd.runtime.tune.data import format_issues
-from hermesd.runtime.tune.run import NoUsableData, TuneOptions, TuneOutcome, TuneRun
+from hermesd.runtime.tune.data import AUTO_MAX_SEQ_LEN, choose_max_seq_len, format_issues
+from hermesd.runtime.tune.plan import Machine, PlanRequest, TrainingPlan, gib
+from hermesd.runtime.tune.render import Row
+from hermesd.runtime.tune.run import NoUsableData, Prepared, TuneOptions, TuneOutcome, TuneRun
 from hermesd.runtime.tune.train import StepReport, StopFlag
 
 EXIT_INTERRUPTED = 130
@@ -134,10 +149,28 @@ def _targets(value: str) -> tuple[str, ...]:
     "--lr-schedule", type=click.Choice(["cosine", "linear", "constant"]), default="cosine", show_default=True
 )
 @click.option("--warmup-ratio", type=float, default=TrainConfig.warmup_ratio, show_default=True)
-@click.option("--epochs", type=int, default=TrainConfig.epochs, show_default=True)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help=f"passes over the data [default: {DEFAULT_EPOCHS}, more when that gives fewer than "
+    f"{MIN_OPTIMIZER_STEPS} optimizer steps]",
+)
 @click.option("--batch-size", type=int, default=TrainConfig.batch_size, show_default=True)
-@click.option("--grad-accum", type=int, default=TrainConfig.grad_accum, show_default=True)
-@click.option("--max-seq-len", type=int, default=TrainConfig.max_seq_len, show_default=True)
+@click.option(
+    "--grad-accum",
+    type=int,
+    default=None,
+    help=f"rows per optimizer step = batch x this [default: {DEFAULT_GRAD_ACCUM}, less when that gives "
+    f"fewer than {MIN_OPTIMIZER_STEPS} optimizer steps]",
+)
+@click.option(
+    "--max-seq-len",
+    type=int,
+    default=None,
+    help="longest training row in tokens [default: long enough for 95 % of the rows, at most "
+    f"{AUTO_MAX_SEQ_LEN} and what the plan fits]",
+)
 @click.option(
     "--too-long",
     type=click.Choice(["drop", "truncate"]),
@@ -159,6 +192,15 @@ def _targets(value: str) -> tuple[str, ...]:
 @click.option("--replace", is_flag=True, help="replace a registered adapter of the same name")
 @click.option("--dry-run", is_flag=True, help="check the data, print the summary, train nothing")
 @click.option("--plan", "plan_only", is_flag=True, help="say whether training --base fits this machine")
+@click.option("--json", "as_json", is_flag=True, help="with --plan: the plan as JSON")
+@hardware_option("with --plan: plan for the machine this JSON profile describes (as `hermesd plan`)")
+@click.option("--variant", default=None, help="with --plan: plan for this catalog variant (14b, 70b, ...)")
+@click.option(
+    "--tokens-per-s",
+    type=float,
+    default=None,
+    help="with --plan: a measured training throughput, for the time per epoch",
+)
 @click.option(
     "--synthesize-thinking",
     "synth_url",
@@ -175,9 +217,9 @@ def tune_command(**kw: Any) -> None:
     _console_logging(kw["log_level"])
     console = Console(soft_wrap=True)
     state_dir, client = resolve(kw["state_dir"], kw["serve_url"], kw["api_key"])
-    base = kw["base"] or _served_model()
     if kw["plan_only"]:
-        sys.exit(_show_plan(base, kw, console))
+        sys.exit(_show_plan(kw, console))
+    base = kw["base"] or _served_model()
     if not kw["data"] or not kw["name"]:
         fail("--data and --name are required (or --plan alone)", 2)
     try:
@@ -189,10 +231,10 @@ def tune_command(**kw: Any) -> None:
             lr=kw["lr"],
             schedule=kw["lr_schedule"],
             warmup_ratio=kw["warmup_ratio"],
-            epochs=kw["epochs"],
+            epochs=kw["epochs"] or DEFAULT_EPOCHS,
             batch_size=kw["batch_size"],
-            grad_accum=kw["grad_accum"],
-            max_seq_len=kw["max_seq_len"],
+            grad_accum=kw["grad_accum"] or DEFAULT_GRAD_ACCUM,
+            max_seq_len=kw["max_seq_len"] or AUTO_MAX_SEQ_LEN,
             seed=kw["seed"],
             max_steps=kw["max_steps"],
             save_every=kw["save_every"],
@@ -214,7 +256,10 @@ def tune_command(**kw: Any) -> None:
             synthesize_url=kw["synth_url"],
             synthesize_api_key=kw["api_key"],
         )
-        outcome = _run(opts, console, kw["dry_run"])
+        if kw["max_seq_len"] is None:  # rows are tokenized up to what fits, then held to the data's length
+            opts = replace(opts, train=replace(train, max_seq_len=_seq_cap(opts)))
+        auto = {"grad_accum_set": kw["grad_accum"] is not None, "epochs_set": kw["epochs"] is not None}
+        outcome, opts = _run(opts, console, kw["dry_run"], auto, auto_seq=kw["max_seq_len"] is None)
     except NoUsableData as exc:
         for line in format_issues(exc.issues):
             console.print(line, highlight=False, markup=False)
@@ -263,22 +308,39 @@ def _served_model() -> str:
     return str(model)
 
 
-def _run(opts: TuneOptions, console: Console, dry_run: bool) -> TuneOutcome:
+def _run(
+    opts: TuneOptions, console: Console, dry_run: bool, auto: dict[str, bool], *, auto_seq: bool
+) -> tuple[TuneOutcome, TuneOptions]:
+    """Prepare the data, fit the sequence length and the steps to it, check the plan, then train
+    (unless a dry run). Returns the outcome and the options as trained."""
     events = ConsoleEvents(console)
     stop = StopFlag()
     with TuneRun(opts, events, stop) as run:
         prepared = run.prepare()
+        if auto_seq:
+            prepared, length = _hold_to_data_length(prepared, opts, run.folder)
+            run.opts = opts = replace(opts, train=replace(opts.train, max_seq_len=length))
         for line in format_issues(prepared.issues):
             console.print(line, highlight=False, markup=False)
         for line in prepared.summary.lines_for_humans():
             console.print(line, highlight=False, markup=False)
+        n_rows = len(prepared.train_rows)
+        train, notes = fit_to_data(opts.train, n_rows, **auto)
+        run.opts = opts = replace(opts, train=train)
+        for note in notes:
+            console.print(note, highlight=False, markup=False)
+        console.print(describe_steps(train, n_rows), highlight=False, markup=False)
+        plan = _check_plan(prepared, opts, run.folder, console)
         if dry_run:
             prepared.bundle.close()
             console.print(f"dry run: nothing trained (summary in {run.folder / 'data_summary.json'})")
-            return TuneOutcome("dry-run", run.folder, prepared.summary)
+            return TuneOutcome("dry-run", run.folder, prepared.summary), opts
+        if plan is not None and not plan.fits:
+            prepared.bundle.close()
+            fail(_refusal(plan))
         try:
             with stop_on_signals(stop, console):
-                return run.train(prepared)
+                return run.train(prepared), opts
         except KeyboardInterrupt:
             events.stop()
             fail(
@@ -295,6 +357,12 @@ def _finish(outcome: TuneOutcome, opts: TuneOptions, client: Any, console: Conso
         f"eval loss {before:.4f} -> {after:.4f} in {outcome.step} steps, {outcome.seconds:.1f} s",
         highlight=False,
     )
+    if before is not None and after is not None:
+        warning = learning_warning(
+            before, after, eval_on_train=outcome.summary.eval_on_train, steps=outcome.step, config=opts.train
+        )
+        if warning:
+            console.print(warning, highlight=False, markup=False)
     assert outcome.adapter is not None
     console.print(f"adapter {opts.name} registered: {outcome.adapter.path}", highlight=False)
     if no_load:
@@ -306,30 +374,154 @@ def _finish(outcome: TuneOutcome, opts: TuneOptions, client: Any, console: Conso
         console.print(f'clients can now use model "{result.model_id}"', highlight=False)
 
 
-def _show_plan(base: str, kw: dict[str, Any], console: Console) -> int:
-    """Print whether training `base` fits this machine; exit status 0 if it does, 1 if not."""
+def _seq_cap(opts: TuneOptions) -> int:
+    """The longest rows this run could train on: what the plan fits on this machine, at most
+    AUTO_MAX_SEQ_LEN (AUTO_MAX_SEQ_LEN itself when the base's shape is unknown here)."""
     from hermesd.runtime.tune.base import resolve_base
+    from hermesd.runtime.tune.plan import longest_seq_len
+    from hermesd.runtime.tune.shape import shape_of, this_machine
+
+    try:
+        spec = resolve_base(opts.base, opts.base_gguf)
+        shape = shape_of(spec)
+    except HermesdError:  # prepare() says what is wrong with the base
+        return AUTO_MAX_SEQ_LEN
+    machine = this_machine()
+    request = _request(opts, machine, hf_base=spec.kind != "gguf", tokens=None)
+    return longest_seq_len(shape, machine, request, upto=AUTO_MAX_SEQ_LEN) or AUTO_MAX_SEQ_LEN
+
+
+def _hold_to_data_length(prepared: Prepared, opts: TuneOptions, folder: Path) -> tuple[Prepared, int]:
+    """Rows held to the default --max-seq-len: long enough for 95 % of them (they were tokenized up to
+    the plan's cap); the data summary rewritten to say so."""
+    from hermesd.runtime.tune.render import limit_row
+    from hermesd.runtime.tune.summary import summarize
+
+    rows = [*prepared.train_rows, *prepared.eval_rows]
+    length = choose_max_seq_len([len(r) for r in rows], cap=opts.train.max_seq_len)
+    issues = list(prepared.issues)
+
+    def held(part: list[Row]) -> list[Row]:
+        out = []
+        for row in part:
+            kept, issue = limit_row(row, length, opts.length_policy, str(opts.data))
+            if kept is not None:
+                out.append(kept)
+            if issue is not None:
+                issues.append(issue)
+        return out
+
+    train_rows, eval_rows = held(prepared.train_rows), held(prepared.eval_rows)
+    if not train_rows:
+        raise NoUsableData(f"{opts.data}: no training row is left after the checks", issues)
+    s = prepared.summary
+    summary = summarize(s.path, s.lines, s.conversations, train_rows, eval_rows, issues, max_seq_len=length)
+    record = summary.to_json() | {"issues": [str(i) for i in issues]}
+    (folder / "data_summary.json").write_text(dumps(record), encoding="utf-8")
+    return replace(
+        prepared, train_rows=train_rows, eval_rows=eval_rows, issues=issues, summary=summary
+    ), length
+
+
+def _request(opts: TuneOptions, machine: Machine, *, hf_base: bool, tokens: int | None) -> PlanRequest:
+    """The plan request of a run: the method its device will use (device.choose_device's choice)."""
+    from hermesd.runtime.tune.plan import PlanRequest
+
+    cpu = opts.device == "cpu" or not machine.cuda_usable or not machine.gpus
+    cfg = opts.train
+    return PlanRequest(
+        rank=cfg.rank,
+        targets=cfg.target_modules,
+        batch=cfg.batch_size,
+        seq_len=cfg.max_seq_len,
+        method="lora-fp32" if cpu else "qlora-nf4",
+        hf_base=hf_base,
+        tokens_per_epoch=tokens,
+    )
+
+
+def _check_plan(prepared: Prepared, opts: TuneOptions, folder: Path, console: Console) -> TrainingPlan | None:
+    """The plan of this run (the method the device will use, the data's tokens), shown and kept in
+    the run folder as plan.json; the caller refuses to train when it does not fit. None when the
+    base's shape is unknown (a hub model outside the catalog, with no GGUF)."""
     from hermesd.runtime.tune.plan import plan_training
     from hermesd.runtime.tune.shape import shape_of, this_machine
 
     try:
-        shape = shape_of(resolve_base(base, kw["base_gguf"]))
-        devices, cuda = this_machine()
+        shape = shape_of(prepared.spec)
+    except HermesdError as exc:
+        console.print(f"plan: not checked ({exc})", highlight=False, markup=False)
+        return None
+    machine = this_machine()
+    tokens = sum(len(r) for r in prepared.train_rows)
+    request = _request(opts, machine, hf_base=prepared.spec.kind != "gguf", tokens=tokens)
+    gguf = str(prepared.spec.gguf) if prepared.spec.gguf else None
+    plan = plan_training(shape, machine, request, base=prepared.spec.ref, gguf=gguf)
+    (folder / "plan.json").write_text(dumps(plan.to_json()), encoding="utf-8")
+    devices = ", ".join(f"GPU {d.index} {gib(d.bytes)}" for d in plan.devices) or "no GPU"
+    console.print(
+        f"plan: {plan.method}, {devices}, RAM {gib(plan.ram_bytes)}: "
+        + ("fits" if plan.fits else "does NOT fit"),
+        highlight=False,
+        markup=False,
+    )
+    return plan
+
+
+def _refusal(plan: TrainingPlan) -> str:
+    fits = "; ".join(plan.suggestions)
+    return f"this run does not fit: {plan.reason}" + (f"; would fit: {fits}" if fits else "")
+
+
+def _show_plan(kw: dict[str, Any], console: Console) -> int:
+    """Print whether training fits this machine (or --hardware's, for --variant); exit status 0 if
+    it does, 1 if not."""
+    from hermesd.runtime.hardware import HardwareProfileError, load_profile
+    from hermesd.runtime.tune.data import estimate_tokens, load_jsonl
+    from hermesd.runtime.tune.plan import PlanRequest, longest_seq_len, plan_training
+    from hermesd.runtime.tune.shape import machine_from_hardware, plan_target, this_machine
+
+    try:
+        if kw["hardware_file"] is not None:
+            machine = machine_from_hardware(load_profile(kw["hardware_file"]), cuda_usable=True)
+        else:
+            machine = this_machine()
         if kw["device"] == "cpu":
-            devices, cuda = [d for d in devices if d.kind == "cpu"], False
-        plan = plan_training(
-            shape,
-            devices,
+            machine = replace(machine, gpus=())
+        served = None if kw["base"] or kw["variant"] else _served_model()
+        gpu = bool(machine.gpus) and machine.cuda_usable
+        target = plan_target(kw["base"], kw["base_gguf"], kw["variant"], served=served, gpu=gpu)
+        lengths = []
+        if kw["data"] is not None:
+            lengths = [estimate_tokens(c) for c in load_jsonl(kw["data"]).conversations]
+        request = PlanRequest(
             rank=kw["rank"],
             targets=_targets(kw["target_modules"]),
             batch=kw["batch_size"],
-            seq_len=kw["max_seq_len"],
-            cuda_usable=cuda,
+            seq_len=kw["max_seq_len"] or TrainConfig.max_seq_len,
+            hf_base=target.hf_base,
+            tokens_per_epoch=sum(lengths) if lengths else None,
+            tokens_per_s=kw["tokens_per_s"],
         )
-    except HermesdError as exc:
+        if kw["max_seq_len"] is None and lengths:  # as a run would choose it: from the data, capped
+            cap = longest_seq_len(target.shape, machine, request, upto=AUTO_MAX_SEQ_LEN)
+            request = replace(request, seq_len=choose_max_seq_len(lengths, cap=cap or AUTO_MAX_SEQ_LEN))
+        plan = plan_training(
+            target.shape,
+            machine,
+            request,
+            base=target.base,
+            gguf=target.gguf,
+            alternatives=target.alternatives,
+        )
+    except (HermesdError, HardwareProfileError) as exc:
         fail(str(exc))
+    if kw["as_json"]:
+        click.echo(json.dumps(plan.to_json(), indent=2))
+        return 0 if plan.fits else 1
+    shape = target.shape
     size = f"{shape.n_params / 1e9:.2f}B" if shape.n_params >= 1e9 else f"{shape.n_params / 1e6:.2f}M"
-    console.print(f"{base}: {size} parameters, {shape.layers} layers", highlight=False)
+    console.print(f"{target.base}: {size} parameters, {shape.layers} layers", highlight=False, markup=False)
     for line in plan.lines():
         console.print(line, highlight=False, markup=False)
     return 0 if plan.fits else 1

@@ -177,6 +177,8 @@ class _Parsed:
     arch_fields: dict[str, Field]  # the `<general.architecture>.*` keys, for the hyper-parameter rules
     token_count: int | None
     fingerprint: str | None
+    arrays: dict[str, _Array] = field(default_factory=dict)  # where each array's items are
+    data_start: int = 0  # byte position of the tensor data section
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,64 @@ def base_fingerprint(path: Path | str) -> str:
     """The identity of the base model at `path` that adapters record (see `_fingerprint`): it survives
     re-quantization but not a different model. The file is validated as a model first."""
     return cast(str, validate_gguf(path, kind="model", fingerprint=True).fingerprint)
+
+
+TOKEN_TYPES_KEY = "tokenizer.ggml.token_type"
+ROPE_FREQS_TENSOR = "rope_freqs.weight"
+_MAX_ROPE_FREQS = 4096
+
+
+@dataclass(frozen=True)
+class GGUFVocabulary:
+    """What a model's pairing with its Hugging Face original needs beyond `GGUFSummary`: every token's
+    text and type (`gguf.TokenType`), and the per-frequency RoPE factors of a `rope_freqs.weight`
+    tensor (llama.cpp's converter writes Llama 3.1's `rope_scaling: llama3` as that tensor), or None."""
+
+    tokens: tuple[str, ...]
+    token_types: tuple[int, ...] | None
+    rope_freqs: tuple[float, ...] | None
+
+
+def read_vocabulary(path: Path | str) -> GGUFVocabulary:
+    """The vocabulary and RoPE factors of a model GGUF, which is validated first (`path`: its first
+    shard). Only the vocabulary arrays and the small `rope_freqs` tensor (float32, at most 4096 items)
+    are read; its bounds were checked by the same parse."""
+    summary = validate_gguf(path, kind="model")
+    path = Path(path)
+    fd, size = _open_regular_file(path, None)
+    try:
+        r = _Reader(path, fd, size)
+        parsed = _parse(r, False)
+        tokens_array = parsed.arrays.get(TOKENS_KEY)
+        tokens: list[str] = []
+        if tokens_array is not None and tokens_array.item_type == GGUFValueType.STRING:
+            tokens = r.strings(tokens_array)
+        types_array = parsed.arrays.get(TOKEN_TYPES_KEY)
+        types = None
+        if types_array is not None and types_array.item_type in _SCALAR_FORMATS:
+            types = tuple(int(v) for v in r.items_at(types_array))
+    finally:
+        os.close(fd)
+    return GGUFVocabulary(tuple(tokens), types, _rope_freqs(summary))
+
+
+def _rope_freqs(summary: GGUFSummary) -> tuple[float, ...] | None:
+    for shard in summary.shards or (summary.path,):
+        fd, size = _open_regular_file(shard, None)
+        try:
+            r = _Reader(shard, fd, size)
+            parsed = _parse(r, False)
+            tensor = next((t for t in parsed.tensors if t.name == ROPE_FREQS_TENSOR), None)
+            if tensor is None:
+                continue
+            if tensor.ggml_type != GGMLQuantizationType.F32 or tensor.n_elements > _MAX_ROPE_FREQS:
+                raise r.fail(f"{ROPE_FREQS_TENSOR} is not a short float32 vector")
+            r.pos = parsed.data_start + tensor.offset  # inside the file: _check_tensor_data said so
+            data = r.raw(tensor.nbytes, ROPE_FREQS_TENSOR)
+            return struct.unpack(f"<{tensor.n_elements}f", data)
+        finally:
+            os.close(fd)
+    return None
 
 
 def looks_like_gguf(path: Path) -> bool:
@@ -317,6 +377,16 @@ class _Reader:
         if len(data) < fmt.size:
             raise self.fail(f"the file shrank while being read (at byte {array.items_at})")
         return cast(tuple[Scalar, ...], fmt.unpack(data))
+
+    def strings(self, array: _Array) -> list[str]:
+        """Every item of a string array already walked over (so known to lie inside the file)."""
+        self.pos = array.items_at
+        out: list[str] = []
+        for i in range(array.count):
+            what = f"item {i} of the array at byte {array.items_at}"
+            n = self.string_length(what, MAX_STRING_BYTES, "16 MiB")
+            out.append(self.raw(n, what).decode("utf-8", errors="replace"))
+        return out
 
     def hash_strings(self, array: _Array, h: Any) -> None:
         """Feed each item of a string array already walked over (so known to lie inside the file) to
@@ -460,6 +530,8 @@ def _parse(r: _Reader, fingerprint: bool) -> _Parsed:
         arch_fields=fields,
         token_count=tokens.count if tokens else None,
         fingerprint=_fingerprint(r, kv, tensors, tokens) if fingerprint else None,
+        arrays=arrays,
+        data_start=data_start,
     )
 
 

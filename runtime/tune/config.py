@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from hermesd.runtime.tune.base import TuneError
@@ -141,3 +141,102 @@ def file_sha256(path: Any) -> str:
 
 def dumps(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
+
+
+# -- defaults that fit the data
+
+MIN_OPTIMIZER_STEPS = 50  # fewer steps than this rarely teach an adapter anything (issue 15: 16 steps)
+MAX_AUTO_EPOCHS = 20
+DEFAULT_GRAD_ACCUM = TrainConfig.grad_accum
+DEFAULT_EPOCHS = TrainConfig.epochs
+# Eval loss (mean cross-entropy per trained token) above which training rows count as not learned:
+# an adapter that learned its data reproduces it at well under this (issue 15: 3.3 not learned,
+# 0.18 learned), and at under half the loss it started from.
+NOT_LEARNED_ON_TRAIN = 2.0
+MIN_DROP_ON_TRAIN = 0.5
+MIN_RELATIVE_DROP = 0.10  # on held-out rows
+
+
+def fit_to_data(
+    config: TrainConfig,
+    n_rows: int,
+    *,
+    grad_accum_set: bool,
+    epochs_set: bool,
+    min_steps: int = MIN_OPTIMIZER_STEPS,
+) -> tuple[TrainConfig, list[str]]:
+    """Gradient accumulation and epochs for `n_rows` training rows, so a run takes at least
+    `min_steps` optimizer steps: first less accumulation (down to 1), then more epochs (up to
+    MAX_AUTO_EPOCHS). A value the user set is kept. Returns the config and what was changed, why."""
+    notes: list[str] = []
+    if config.max_steps is not None:
+        return config, notes
+    out = config
+    if not grad_accum_set:
+        accum = out.grad_accum
+        while accum > 1 and replace(out, grad_accum=accum).total_steps(n_rows) < min_steps:
+            accum //= 2
+        if accum != out.grad_accum:
+            notes.append(
+                f"--grad-accum {accum} (not {out.grad_accum}): {n_rows} training rows would give only "
+                f"{out.total_steps(n_rows)} optimizer steps, fewer than {min_steps}"
+            )
+            out = replace(out, grad_accum=accum)
+    if not epochs_set and out.total_steps(n_rows) < min_steps:
+        epochs = min(MAX_AUTO_EPOCHS, math.ceil(min_steps / out.steps_per_epoch(n_rows)))
+        if epochs > out.epochs:
+            notes.append(
+                f"--epochs {epochs} (not {out.epochs}): {out.total_steps(n_rows)} optimizer steps would be "
+                f"fewer than {min_steps}"
+            )
+            out = replace(out, epochs=epochs)
+    if out.total_steps(n_rows) < min_steps:
+        notes.append(
+            f"only {out.total_steps(n_rows)} optimizer steps (fewer than {min_steps}): "
+            "more training rows would help more than more epochs"
+        )
+    return out, notes
+
+
+def describe_steps(config: TrainConfig, n_rows: int) -> str:
+    effective = config.batch_size * config.grad_accum
+    capped = f", capped by --max-steps {config.max_steps}" if config.max_steps else ""
+    return (
+        f"effective batch {effective} (--batch-size {config.batch_size} x --grad-accum {config.grad_accum}); "
+        f"{config.total_steps(n_rows)} optimizer steps ({config.steps_per_epoch(n_rows)} per epoch x "
+        f"{config.epochs} epochs{capped}) on {n_rows} training rows"
+    )
+
+
+def learning_warning(
+    before: float, after: float, *, eval_on_train: bool, steps: int, config: TrainConfig
+) -> str | None:
+    """A warning, with what to change, when the final eval loss says the adapter has not learned the
+    data; None when it has. On held-out rows: the loss must fall by MIN_RELATIVE_DROP at least; on the
+    training rows themselves (small data, no held-out split): it must halve and end below
+    NOT_LEARNED_ON_TRAIN."""
+    drop = (before - after) / before if before > 0 else 0.0
+    if eval_on_train:
+        learned = drop >= MIN_DROP_ON_TRAIN and after <= NOT_LEARNED_ON_TRAIN
+    else:
+        learned = drop >= MIN_RELATIVE_DROP
+    if learned:
+        return None
+    where = "the training rows" if eval_on_train else "the held-out rows"
+    changes = []
+    if config.grad_accum > 1:
+        changes.append(f"more optimizer steps (now {steps}): --grad-accum 1")
+    elif steps < MIN_OPTIMIZER_STEPS:
+        changes.append(
+            f"more optimizer steps (now {steps}): more --epochs (now {config.epochs}) or more data"
+        )
+    else:
+        changes.append(f"more --epochs (now {config.epochs})")
+    changes.append(f"a higher --lr (now {config.lr:g})")
+    if config.rank < 16:
+        changes.append(f"a higher --rank (now {config.rank})")
+    return (
+        "warning: the adapter has not learned the data: "
+        f"the loss on {where} went {before:.3f} -> {after:.3f} in {steps} optimizer steps. "
+        "Try " + ", ".join(changes) + "."
+    )

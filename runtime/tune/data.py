@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,3 +208,40 @@ def format_issues(issues: Iterable[DataIssue], limit: int = 50) -> list[str]:
     if len(lines) > limit:
         lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
     return lines
+
+
+# -- sizes before tokenizing (for `tune --plan`, which loads no tokenizer)
+
+AUTO_MAX_SEQ_LEN = 16384  # Hermes 4 was trained at 16,384 tokens; longer rows need an explicit --max-seq-len
+CHARS_PER_TOKEN = 4.0  # English prose and code in byte-level BPE vocabularies of 128k-155k tokens
+TOKENS_PER_MESSAGE = 6  # the role header and end-of-turn tokens around each message
+
+
+def estimate_tokens(conv: Conversation) -> int:
+    """About how many tokens a conversation renders to (CHARS_PER_TOKEN characters a token)."""
+    chars = 0
+    for m in conv.messages:
+        chars += len(m.content) + len(m.reasoning_content or "")
+        chars += sum(len(c.name) + len(c.arguments) + 16 for c in m.tool_calls)
+    chars += sum(len(json.dumps(t, ensure_ascii=False)) for t in conv.tools)
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(conv.messages)
+
+
+def choose_max_seq_len(
+    lengths: Sequence[int],
+    *,
+    coverage: float = 0.95,
+    step: int = 256,
+    floor: int = 256,
+    cap: int | None = None,
+) -> int:
+    """The default --max-seq-len for rows of these token lengths: long enough for `coverage` of them,
+    rounded up to a multiple of `step`, at least `floor`, and at most `cap` (what the plan fits)."""
+    if not lengths:
+        return max(floor, min(cap, 2048) if cap else 2048)
+    ordered = sorted(lengths)
+    needed = ordered[max(0, math.ceil(coverage * len(ordered)) - 1)]
+    chosen = max(floor, math.ceil(needed / step) * step)
+    if cap is not None:
+        chosen = min(chosen, max(floor, cap // step * step))
+    return chosen

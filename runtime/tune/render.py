@@ -166,27 +166,28 @@ def build_rows(
     rows: list[Row] = []
     issues: list[DataIssue] = []
     for turns in turn_rows:
-        row = tokenize_row(tok, turns, conv.line, thinking)
-        if len(row) <= max_seq_len:
+        row, issue = limit_row(tokenize_row(tok, turns, conv.line, thinking), max_seq_len, policy, path)
+        if row is not None:
             rows.append(row)
-            continue
-        if policy == "drop":
-            issues.append(
-                DataIssue(path, conv.line, f"{len(row)} tokens, longer than --max-seq-len {max_seq_len}")
-            )
-            continue
-        cut = Row(conv.line, row.ids[:max_seq_len], row.trained[:max_seq_len], thinking)
-        if cut.n_trained == 0:
-            issues.append(
-                DataIssue(
-                    path,
-                    conv.line,
-                    f"{len(row)} tokens; truncated to --max-seq-len {max_seq_len} no assistant token is left",
-                )
-            )
-            continue
-        issues.append(
-            DataIssue(path, conv.line, f"{len(row)} tokens, truncated to {max_seq_len}", dropped=False)
-        )
-        rows.append(cut)
+        if issue is not None:
+            issues.append(issue)
     return rows, issues
+
+
+def limit_row(
+    row: Row, max_seq_len: int, policy: LengthPolicy, path: str
+) -> tuple[Row | None, DataIssue | None]:
+    """A row within `max_seq_len` tokens: as it is, truncated (`policy` "truncate", while an assistant
+    token is left) or dropped; and the issue that says so."""
+    if len(row) <= max_seq_len:
+        return row, None
+    if policy == "drop":
+        return None, DataIssue(path, row.line, f"{len(row)} tokens, longer than --max-seq-len {max_seq_len}")
+    cut = Row(row.line, row.ids[:max_seq_len], row.trained[:max_seq_len], row.reasoning)
+    if cut.n_trained == 0:
+        return None, DataIssue(
+            path,
+            row.line,
+            f"{len(row)} tokens; truncated to --max-seq-len {max_seq_len} no assistant token is left",
+        )
+    return cut, DataIssue(path, row.line, f"{len(row)} tokens, truncated to {max_seq_len}", dropped=False)

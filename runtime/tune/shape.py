@@ -1,20 +1,29 @@
-"""The shape of a base model for `tune --plan`, from a GGUF, a config.json, or the catalog."""
+"""The shape of a base model for `tune --plan`, from a GGUF (every part of a split one), a
+config.json, or the catalog; and the machine the plan is for (this one, or a --hardware profile)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hermesd.models.catalog import Variant
+from hermesd.models.gguf_split import SplitSetIncomplete, shard_paths
+from hermesd.runtime.hardware import Hardware
 from hermesd.runtime.tune.base import BaseSpec, TuneError, read_base_gguf
-from hermesd.runtime.tune.plan import Device, ModelShape
+from hermesd.runtime.tune.plan import Alternative, Gpu, Machine, ModelShape
 
 MIB = 1024 * 1024
 
 
 def shape_from_gguf(path: Path) -> ModelShape:
-    summary = read_base_gguf(path)
+    """From any part of a split GGUF: the reader is given part 1 and counts the tensors of all."""
+    try:
+        summary = read_base_gguf(shard_paths(path)[0])
+    except SplitSetIncomplete as exc:
+        raise TuneError(str(exc)) from None
 
     def num(key: str, default: int | None = None) -> int:
         value = summary.arch_int(key)
@@ -66,12 +75,18 @@ def shape_of(spec: BaseSpec) -> ModelShape:
     catalog = load_catalog()
     variant = catalog.variant(spec.ref.rsplit("/", 1)[-1])
     if variant is None:
+        variant = next((v for v in catalog.variants if v.hf_repo.lower() == spec.ref.lower()), None)
+    if variant is None:
         if spec.gguf is not None:
             return shape_from_gguf(spec.gguf)
         raise TuneError(
             f"--plan: {spec.ref} is not in hermesd's catalog; pass a local GGUF or folder instead "
             "(--plan does not download)"
         )
+    return shape_from_variant(variant)
+
+
+def shape_from_variant(variant: Variant) -> ModelShape:
     return ModelShape(
         n_params=variant.total_params(),
         layers=variant.layers,
@@ -84,17 +99,76 @@ def shape_of(spec: BaseSpec) -> ModelShape:
     )
 
 
-def this_machine() -> tuple[list[Device], bool]:
+def machine_from_hardware(hw: Hardware, cuda_usable: bool) -> Machine:
+    gpus = tuple(Gpu(g.index, g.name, g.memory_free_mib * MIB) for g in hw.gpus)
+    return Machine(gpus, hw.ram_available_mib * MIB, cuda_usable, hw.source)
+
+
+def this_machine() -> Machine:
     """The devices training could use here, and whether torch can drive a CUDA GPU."""
     from hermesd.runtime.hardware import discover
 
-    hw = discover()
-    devices = [Device("cuda", f"GPU {g.index} ({g.name})", g.memory_free_mib * MIB) for g in hw.gpus]
-    devices.append(Device("cpu", f"CPU ({hw.cpu_cores} cores)", hw.ram_available_mib * MIB))
     try:
         import torch
 
         cuda = bool(torch.cuda.is_available())
     except ImportError:
         cuda = False
-    return devices, cuda
+    return machine_from_hardware(discover(), cuda)
+
+
+@dataclass(frozen=True)
+class PlanTarget:
+    """What a training plan is for: the shape, the base trained on, the GGUF the adapter is for."""
+
+    shape: ModelShape
+    base: str
+    gguf: str | None
+    hf_base: bool  # the base is Hugging Face safetensors (QLoRA on CUDA), not a dequantized GGUF
+    alternatives: tuple[Alternative, ...]
+
+
+def plan_target(
+    base: str | None, base_gguf: Path | None, variant_ref: str | None, *, served: str | None, gpu: bool
+) -> PlanTarget:
+    """`--variant` (a catalog variant: its Hugging Face repo on a GPU, else its usual GGUF), else
+    `--base`, else the served GGUF. With a usable GPU and no --base, a served GGUF that is a catalog
+    variant is trained as QLoRA on that variant's Hugging Face repo, the adapter written for the GGUF."""
+    from hermesd.models.catalog import CatalogError, load_catalog
+
+    catalog = load_catalog()
+    alternatives = tuple(
+        Alternative(v.name, v.hf_repo or v.id, shape_from_variant(v))
+        for v in sorted(catalog.variants, key=lambda v: -v.size_rank)
+    )
+    if variant_ref is not None:
+        variant = catalog.variant(variant_ref)
+        if variant is None:
+            known = ", ".join(v.id for v in catalog.variants)
+            raise TuneError(f"--variant {variant_ref}: not in the catalog (known: {known})")
+        quant = variant.quant("Q4_K_M") or (variant.quants[0] if variant.quants else None)
+        gguf = quant.file_ids()[0] if quant else None
+        shape = shape_from_variant(variant)
+        if gpu and variant.hf_repo:
+            return PlanTarget(shape, variant.hf_repo, gguf, True, alternatives)
+        return PlanTarget(shape, gguf or variant.id, gguf, False, alternatives)  # the dequantized GGUF
+    ref = base or served
+    if ref is None:
+        raise TuneError("no --base, no --variant and no served model (HERMESD_MODEL) to plan for")
+    from hermesd.runtime.tune.base import resolve_base
+
+    spec = resolve_base(ref, base_gguf)
+    if spec.kind != "gguf":
+        gguf = str(spec.gguf) if spec.gguf else None
+        return PlanTarget(shape_of(spec), spec.ref, gguf, True, alternatives)
+    shape = shape_from_gguf(Path(spec.ref))
+    if base is None and gpu:
+        try:
+            summary = read_base_gguf(shard_paths(Path(spec.ref))[0])
+        except (SplitSetIncomplete, CatalogError) as exc:
+            raise TuneError(str(exc)) from None
+        name = Path(spec.ref).name
+        variant = catalog.variant_of_file(name, summary.architecture or "", summary.arch_int("block_count"))
+        if variant is not None and variant.hf_repo:
+            return PlanTarget(shape, variant.hf_repo, spec.ref, True, alternatives)
+    return PlanTarget(shape, spec.ref, str(spec.gguf), False, alternatives)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hermesd.runtime.tune.data import DataIssue
@@ -41,6 +43,10 @@ class DataSummary:
     train_rows: int
     eval_rows: int
     eval_on_train: bool  # too few rows to hold some out: eval loss is measured on the training rows
+    train_reasoning: int = 0  # training rows (not eval) with reasoning
+    train_direct: int = 0
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    max_seq_len: int | None = None  # the length rows were held to
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +61,12 @@ class DataSummary:
             f"{self.trained_tokens} assistant tokens carry loss",
             f"  dropped: {self.dropped}   truncated: {self.truncated}",
         ]
+        if self.dropped_by_reason:
+            why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped_by_reason.items()))
+            out.append(f"  dropped because: {why}")
+        out.append(f"  training on: {self.train_reasoning} with reasoning, {self.train_direct} direct")
+        if self.max_seq_len is not None:
+            out.append(f"  --max-seq-len {self.max_seq_len}")
         if self.eval_on_train:
             out.append(
                 f"  split: {self.train_rows} train, no held-out eval (too few rows): eval loss is on train"
@@ -71,6 +83,7 @@ def summarize(
     train: Sequence[Row],
     evaluation: Sequence[Row],
     issues: Sequence[DataIssue],
+    max_seq_len: int | None = None,
 ) -> DataSummary:
     rows = [*train, *evaluation]
     return DataSummary(
@@ -87,4 +100,18 @@ def summarize(
         train_rows=len(train),
         eval_rows=len(evaluation),
         eval_on_train=not evaluation,
+        train_reasoning=sum(1 for r in train if r.reasoning),
+        train_direct=sum(1 for r in train if not r.reasoning),
+        dropped_by_reason=dict(Counter(issue_kind(i.reason) for i in issues if i.dropped)),
+        max_seq_len=max_seq_len,
     )
+
+
+def issue_kind(reason: str) -> str:
+    """The kind of a problem, for counting: "longer than --max-seq-len", "bad JSON", "unknown role", ..."""
+    if "longer than --max-seq-len" in reason:
+        return "longer than --max-seq-len"
+    if "no assistant token is left" in reason:
+        return "no assistant token left after truncation"
+    head = reason.split(":", 1)[0]
+    return re.sub(r"\d+", "N", head).strip() or reason

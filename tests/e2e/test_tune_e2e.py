@@ -81,6 +81,7 @@ def test_tune_reports_progress_and_eval_loss_and_loads_the_adapter(tuned: Tuned)
     assert "eval loss before:" in out and f"step {EPOCHS}/{EPOCHS}" in out
     before, after = (float(x) for x in out.split("eval loss ")[-1].split(" in ")[0].split(" -> "))
     assert after < before / 2
+    assert "has not learned" not in out  # it has: the adapter answers the fact (the next test)
     assert f'clients can now use model "{tuned.base_id}:zephyr"' in out
 
 

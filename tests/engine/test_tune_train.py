@@ -199,8 +199,34 @@ def test_dry_run_prints_issues_and_summary_and_trains_nothing(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert f"{data}:7: bad JSON" in result.output and f"{data}:8: unknown shape" in result.output
     assert "with reasoning (thinking on): 3   direct (thinking off): 3" in result.output
+    # 6 rows: the default accumulation of 4 would give 6 steps, so 1, and epochs up to 50 steps (9 x 6 = 54)
+    assert "--grad-accum 1 (not 4)" in result.output and "--epochs 9 (not 3)" in result.output
+    assert "effective batch 1 (--batch-size 1 x --grad-accum 1); 54 optimizer steps" in result.output
+    assert "plan: lora-fp32, no GPU, RAM" in result.output and ": fits" in result.output
+    plan = json.loads((tmp_path / "s/runs/z/plan.json").read_text())
+    assert plan["fits"] and plan["method"] == "lora-fp32" and plan["tokens_per_epoch"] > 0
     assert "dry run" in result.output
     assert not (tmp_path / "s/runs/z/metrics.json").exists() and AdapterStore(tmp_path / "s").list() == []
+
+
+def test_default_max_seq_len_fits_95_percent_of_rows_and_the_summary_says_what_was_dropped(
+    tmp_path: Path,
+) -> None:
+    long = {"prompt": " ".join(["zephyr"] * 600), "completion": "a long one"}
+    data = write_jsonl(tmp_path / "d.jsonl", [*zephyr_records() * 4, long])  # 24 rows and one outlier
+    result = invoke(
+        "--base", tiny_model("qwen3"), "--data", data, "--name", "z", "--state-dir", tmp_path / "s",
+        "--eval-split", "0", "--dry-run",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "s/runs/z/data_summary.json").read_text())
+    chosen = summary["max_seq_len"]  # a multiple of 256 that holds every row but the outlier
+    assert chosen % 256 == 0 and summary["tokens"]["max"] <= chosen < 600
+    assert summary["dropped_by_reason"] == {"longer than --max-seq-len": 1}
+    assert (summary["train_reasoning"], summary["train_direct"]) == (12, 12)
+    assert f"{data}:25: " in result.output and f"longer than --max-seq-len {chosen}" in result.output
+    assert "dropped because: 1 longer than --max-seq-len" in result.output
+    assert "training on: 12 with reasoning, 12 direct" in result.output
 
 
 def test_no_usable_data_is_an_error_listing_every_line(tmp_path: Path) -> None:
@@ -294,6 +320,11 @@ def test_a_hugging_face_folder_base_trains_an_adapter_for_the_served_gguf(tmp_pa
 
 
 def test_plan_command_on_the_tiny_model(tmp_path: Path) -> None:
-    result = invoke("--plan", "--base", tiny_model("qwen3"), "--device", "cpu", "--state-dir", tmp_path)
+    base = tiny_model("qwen3")
+    result = invoke("--plan", "--base", base, "--device", "cpu", "--state-dir", tmp_path)
     assert result.exit_code == 0, result.output
-    assert "full-precision LoRA on CPU" in result.output and "fits" in result.output
+    assert f"full-precision LoRA (lora-fp32) on {base}, adapter for {base}: fits" in result.output
+    doc = json.loads(
+        invoke("--plan", "--json", "--base", base, "--device", "cpu", "--state-dir", tmp_path).output
+    )
+    assert (doc["fits"], doc["method"], doc["base"], doc["gguf"]) == (True, "lora-fp32", str(base), str(base))

@@ -1,5 +1,5 @@
 """Training without training: the schedule and config checks, the base references that are refused,
-the device choice (CUDA simulated), the --plan estimate, and hot-loading through the adapters
+the device choice (CUDA simulated), and hot-loading through the adapters
 command (a daemon simulated). Whole runs on the tiny model are in tests/engine/test_tune_train.py."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from hermesd.models.store import AdapterStore
 from hermesd.runtime.tune.base import TuneError, resolve_base
 from hermesd.runtime.tune.config import TrainConfig, lr_factor
 from hermesd.runtime.tune.device import Accelerators, choose_device, load_kwargs, prepare_for_training
-from hermesd.runtime.tune.plan import GIB, Device, ModelShape, plan_training
 from tests.fixtures.tune_data import registered_other
 
 # -- schedule and config
@@ -140,53 +139,7 @@ def test_qlora_prepares_the_model_with_gradient_checkpointing(monkeypatch: pytes
     assert calls == [{"use_gradient_checkpointing": True}]
 
 
-# -- --plan
-
-
-def _shape(n_b: float, layers: int, hidden: int, inter: int, vocab: int, heads: int, kv: int) -> ModelShape:
-    return ModelShape(int(n_b * 1e9), layers, hidden, inter, vocab, heads * 128, kv * 128)
-
-
-HERMES_14B = _shape(14.77, 40, 5120, 17408, 151936, 40, 8)
-HERMES_70B = _shape(70.55, 80, 8192, 28672, 128256, 64, 8)
-HERMES_405B = _shape(405.85, 126, 16384, 53248, 128256, 128, 8)
-TARGETS = TrainConfig().target_modules
-
-
-@pytest.mark.parametrize(
-    ("shape", "devices", "fits", "low", "high", "reason"),
-    [
-        # the project's starting figures: 14B QLoRA in 12-16 GB, 70B in 40-48 GB
-        (HERMES_14B, [Device("cuda", "24 GB GPU", 24 * GIB)], True, 12, 16, ""),
-        (HERMES_14B, [Device("cuda", "8 GB GPU", 8 * GIB)], False, 12, 16, "several GPUs"),
-        (HERMES_70B, [Device("cuda", "80 GB GPU", 80 * GIB)], True, 40, 48, ""),
-        (HERMES_70B, [Device("cuda", "24 GB GPU", 24 * GIB)], False, 40, 48, "several GPUs"),
-        (
-            HERMES_405B,
-            [Device("cuda", f"GPU {i}", 80 * GIB) for i in range(8)],
-            False,
-            200,
-            400,
-            "several GPUs",
-        ),
-        (HERMES_14B, [Device("cpu", "CPU", 256 * GIB)], True, 60, 250, "days"),
-    ],
-)
-def test_training_plan(
-    shape: ModelShape, devices: list[Device], fits: bool, low: float, high: float, reason: str
-) -> None:
-    plan = plan_training(shape, devices, rank=16, targets=TARGETS, batch=1, seq_len=2048)
-    assert plan.fits == fits
-    assert low * GIB <= plan.need_bytes <= high * GIB, plan.lines()
-    assert reason in " ".join(plan.reasons)
-    assert "12-16 GB" in "\n".join(plan.lines())
-
-
-def test_plan_suggests_accumulation_when_the_batch_is_too_big() -> None:
-    plan = plan_training(
-        HERMES_14B, [Device("cuda", "16 GB", 16 * GIB)], rank=16, targets=TARGETS, batch=8, seq_len=2048
-    )
-    assert not plan.fits and "--batch-size 1 --grad-accum 8" in " ".join(plan.reasons)
+# (the --plan estimate: tests/unit/test_tune_plan.py)
 
 
 # -- hot-loading and the adapters command (a daemon simulated with httpx.MockTransport)
@@ -318,3 +271,99 @@ def test_adapters_command_list_load_unload_rm(tmp_path: Path, monkeypatch: pytes
     assert run("rm", "other").exit_code == 0
     assert AdapterStore(state).list() == []
     assert run("rm", "other").exit_code == 1
+
+
+# -- defaults that fit the data
+
+
+@pytest.mark.parametrize(
+    ("config", "rows", "accum_set", "epochs_set", "grad_accum", "epochs", "steps"),
+    [
+        # issue 15: 30 chats, --epochs 8 --batch-size 4 gave 16 steps with the default accumulation of 4
+        (TrainConfig(epochs=8, batch_size=4), 30, False, True, 1, 8, 64),
+        (TrainConfig(epochs=8, batch_size=4, grad_accum=4), 30, True, True, 4, 8, 16),  # the user's choice
+        (TrainConfig(), 30, False, False, 1, 3, 90),
+        (TrainConfig(), 60, False, False, 2, 3, 90),
+        (TrainConfig(), 5, False, False, 1, 10, 50),  # then more epochs
+        (TrainConfig(), 1, False, False, 1, 20, 20),  # at most 20 of them
+        (TrainConfig(), 5, False, True, 1, 3, 15),
+        (TrainConfig(), 1000, False, False, 4, 3, 750),  # enough data: the defaults stand
+        (TrainConfig(max_steps=10), 30, False, False, 4, 3, 10),  # --max-steps: the user decides
+    ],
+)
+def test_steps_are_fitted_to_the_data(
+    config: TrainConfig,
+    rows: int,
+    accum_set: bool,
+    epochs_set: bool,
+    grad_accum: int,
+    epochs: int,
+    steps: int,
+) -> None:
+    from hermesd.runtime.tune.config import fit_to_data
+
+    fitted, notes = fit_to_data(config, rows, grad_accum_set=accum_set, epochs_set=epochs_set)
+    assert (fitted.grad_accum, fitted.epochs, fitted.total_steps(rows)) == (grad_accum, epochs, steps)
+    assert bool(notes) == (fitted != config or (steps < 50 and config.max_steps is None))
+
+
+def test_effective_batch_and_steps_are_described() -> None:
+    from hermesd.runtime.tune.config import describe_steps
+
+    assert describe_steps(TrainConfig(epochs=8, batch_size=4, grad_accum=1), 30) == (
+        "effective batch 4 (--batch-size 4 x --grad-accum 1); 64 optimizer steps (8 per epoch x 8 epochs) "
+        "on 30 training rows"
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "on_train", "config", "steps", "expected"),
+    [
+        # issue 15: 16 steps left the eval loss at 3.3; 64 steps took it to 0.18
+        (4.1, 3.3, True, TrainConfig(grad_accum=4, lr=2e-3, rank=8), 16, "--grad-accum 1"),
+        (4.1, 0.18, True, TrainConfig(grad_accum=1), 64, None),
+        (2.0, 1.95, False, TrainConfig(grad_accum=1), 200, "more --epochs (now 3)"),
+        (2.0, 1.5, False, TrainConfig(grad_accum=1), 200, None),  # held out: a real drop is enough
+        (2.0, 1.5, True, TrainConfig(grad_accum=1), 20, "more --epochs (now 3) or more data"),
+        (8.0, 3.3, True, TrainConfig(grad_accum=1), 64, "more --epochs (now 3)"),  # halved, still high
+        (5.6, 1.2, True, TrainConfig(grad_accum=1), 100, None),
+    ],
+)
+def test_the_summary_warns_when_the_adapter_has_not_learned(
+    before: float, after: float, on_train: bool, config: TrainConfig, steps: int, expected: str | None
+) -> None:
+    from hermesd.runtime.tune.config import learning_warning
+
+    warning = learning_warning(before, after, eval_on_train=on_train, steps=steps, config=config)
+    if expected is None:
+        assert warning is None
+    else:
+        assert warning is not None and "has not learned" in warning and expected in warning, warning
+        assert f"{before:.3f} -> {after:.3f}" in warning
+
+
+@pytest.mark.parametrize(
+    ("lengths", "cap", "expected"),
+    [
+        ([100] * 19 + [9000], None, 256),  # 95 % fit in 256; one outlier does not set the length
+        ([3000] * 10 + [5000] * 10, None, 5120),
+        ([3000] * 10 + [5000] * 10, 4096, 4096),  # capped by what the plan fits
+        ([], None, 2048),
+        ([10, 20], None, 256),
+    ],
+)
+def test_default_max_seq_len_comes_from_the_data(lengths: list[int], cap: int | None, expected: int) -> None:
+    from hermesd.runtime.tune.data import choose_max_seq_len
+
+    assert choose_max_seq_len(lengths, cap=cap) == expected
+
+
+def test_token_estimate_counts_every_part_of_a_conversation() -> None:
+    from hermesd.runtime.tune.data import estimate_tokens, parse_line
+
+    conv = parse_line(
+        '{"messages": [{"role": "user", "content": "' + "a" * 40 + '"}, '
+        '{"role": "assistant", "content": "' + "b" * 40 + '", "reasoning_content": "' + "c" * 80 + '"}]}',
+        1,
+    )
+    assert estimate_tokens(conv) == 160 // 4 + 2 * 6
