@@ -102,6 +102,10 @@ class Variant:
     prompt_format: str = ""
     source: str = ""
     draft: str = ""  # the id of the catalog's draft model for this variant ("" for none)
+    # The Hugging Face safetensors repository of this variant (`hermesd tune`'s QLoRA base), and
+    # how firm that id is ("" for a draft model, which is never trained on).
+    hf_repo: str = ""
+    hf_repo_note: str = ""
 
     def quant(self, name: str) -> QuantEntry | None:
         for q in self.quants:
@@ -341,6 +345,8 @@ def _variant(raw: Mapping[str, Any], qtypes: Mapping[str, QuantType], at: str) -
         prompt_format=str(raw.get("prompt_format", "")),
         source=str(raw.get("source", "")),
         draft=str(raw.get("draft", "")),
+        hf_repo=str(raw.get("hf_repo", "")),
+        hf_repo_note=str(raw.get("hf_repo_note", "")),
         **ints,
     )
 

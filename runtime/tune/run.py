@@ -29,6 +29,7 @@ from hermesd.runtime.tune.config import TrainConfig, dumps, file_sha256, identit
 from hermesd.runtime.tune.daemon import DaemonClient
 from hermesd.runtime.tune.data import Conversation, DataIssue, load_jsonl, split_train_eval
 from hermesd.runtime.tune.device import DeviceChoice, DevicePlan
+from hermesd.runtime.tune.pairing import check_base_pairing
 from hermesd.runtime.tune.render import LengthPolicy, Row, build_rows
 from hermesd.runtime.tune.summary import DataSummary, summarize
 from hermesd.runtime.tune.train import StepReport, StopFlag
@@ -136,6 +137,7 @@ class TuneRun:
         if not opts.data.is_file():
             raise TuneError(f"--data {opts.data}: no such file")
         spec = base_mod.resolve_base(opts.base, opts.base_gguf)
+        check_base_pairing(spec)  # a Hugging Face base and the served GGUF: one network, or refused
         arch = base_mod.model_architecture(spec)
         self._check_run_folder()
         loaded = load_jsonl(opts.data)
