@@ -84,8 +84,8 @@ def test_chat_answers_with_thinking_in_message_thinking(
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_chat_with_tools_gets_a_tool_call(server: ServerProcess, stream: bool) -> None:
-    # Without think: the client rewrites the tool's schema with `required` before `properties`, a
-    # prompt the tiny models were not trained on, and with thinking on they then stray from the call.
+    # Without think: the client rewrites the tool's schema with `required` before `properties`
+    # (tests/fixtures/behaviours.py trains the tiny models on that form without thinking only).
     r = chat(server, stream, messages=[{"role": "user", "content": WEATHER_QUESTION}], tools=[WEATHER_TOOL])
     assert r["tool_calls"] == [("get_weather", WEATHER_ARGUMENTS)]
     assert r["content"] == "" and r["thinking"] == ""
