@@ -20,7 +20,7 @@ import llama_cpp.llama_cpp as ll
 from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.engine.llama_model import LlamaModel
 from hermesd.runtime.engine.speculation import VocabFacts, vocab_mismatch
-from hermesd.runtime.errors import DraftVocabMismatch, ModelLoadError
+from hermesd.runtime.errors import DraftVocabMismatch
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,8 @@ class ModelDrafter:
             )
         self.model = model
         self.n_vocab_target = target.n_vocab
-        params = context.fill(ll.llama_context_default_params())
-        ctx = ll.llama_init_from_model(model.handle, params)
-        if not ctx:
-            raise ModelLoadError(
-                f"{model.config.path}: llama.cpp could not create the draft model's context of "
-                f"{context.parallel} x {context.ctx} tokens (not enough memory?)"
-            )
-        self.ctx = ctx
-        self.memory = ll.llama_get_memory(ctx)
-        self.n_batch = params.n_batch
+        self.ctx, self.n_batch = model.new_context(context, "the draft model's context")
+        self.memory = ll.llama_get_memory(self.ctx)
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.greedy = ll.llama_sampler_init_greedy()
         self.streams = [_Stream() for _ in range(context.parallel)]

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import llama_cpp.llama_cpp as ll
 
 from hermesd.models.gguf_validate import GGUFValidationError, validate_gguf
 from hermesd.runtime.engine.capabilities import use_pci_bus_order
+from hermesd.runtime.engine.context_settings import ContextSettings
 from hermesd.runtime.errors import AdapterError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,17 @@ class LlamaModel:
         self._pieces: dict[int, bytes] = {}
         self._adapters: dict[str, LoadedAdapter] = {}
         self._adapter_lock = threading.Lock()
+
+    def new_context(self, settings: ContextSettings, what: str = "a context") -> tuple[Any, int]:
+        """A llama.cpp context on this model as `settings` describe it, and its n_batch."""
+        params = settings.fill(ll.llama_context_default_params())
+        ctx = ll.llama_init_from_model(self.handle, params)
+        if not ctx:
+            raise ModelLoadError(
+                f"{self.config.path}: llama.cpp could not create {what} of {settings.parallel} x "
+                f"{settings.ctx} tokens (not enough memory?); lower --ctx or --parallel"
+            )
+        return ctx, int(params.n_batch)
 
     # -- metadata
     def _read_metadata(self) -> dict[str, str]:

@@ -46,7 +46,7 @@ from hermesd.runtime.engine.protocol import (
 from hermesd.runtime.engine.sampling import SamplerChain
 from hermesd.runtime.engine.speculation import DRAFT, NGRAM, DraftLength, NgramDrafter, SpeculationSettings
 from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
-from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown, ModelLoadError
+from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,7 @@ class Scheduler:
         self.config = config
         self.speculation = speculation or SpeculationSettings()
         self.model_drafter = drafter
-        params = config.fill(ll.llama_context_default_params())
-        ctx = ll.llama_init_from_model(model.handle, params)
-        if not ctx:
-            raise ModelLoadError(
-                f"{model.config.path}: llama.cpp could not create a context of {config.parallel} x "
-                f"{config.ctx} tokens (not enough memory?); lower --ctx or --parallel"
-            )
+        ctx, self.n_batch = model.new_context(config)
         self.ctx = ctx
         self.n_ctx_seq = min(config.ctx, ll.llama_n_ctx_seq(ctx))
         self.memory = ll.llama_get_memory(ctx)
@@ -119,7 +113,6 @@ class Scheduler:
         self.speculate = wanted and cells
         if wanted and not self.speculate:
             log.warning("speculative decoding is off: this model's memory cannot drop rejected drafts")
-        self.n_batch = params.n_batch
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(seq_id=i) for i in range(config.parallel)]
         self.waiting: deque[Sequence] = deque()
