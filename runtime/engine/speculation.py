@@ -12,7 +12,9 @@ it. Drafts of both sources are a deterministic function of the text so far (the 
 greedily), so that rule is the standard
 rejection rule for a point-mass proposal (accept x with probability p(x); on rejection the
 sample already drawn is distributed as p without x): greedy output is identical, sampled output
-has the target's distribution, and with a fixed seed it is the same text as without speculation.
+has the target's distribution. (A fixed seed reproduces a reply, but need not give the text it gives
+without speculation: llama.cpp's kernels give a token decoded in a batch of several slightly other
+logits than the same token alone, which can move a sample that lies near a boundary.)
 """
 
 from __future__ import annotations

@@ -4,10 +4,16 @@ mostly, not always, so drafts are both kept and rejected).
 
 The same requests run on two engines over the same tiny model, one with speculation and one
 without: greedy text is identical (with stop strings, a grammar and a reasoning budget, at 1 and 4
-streams), a seeded sampled reply is identical too (every drafted position is sampled with the
-request's own chain), and over many replies drawn with other seeds the distribution is the same
-(chi-square). Each test also checks that drafts were made and kept, so it cannot pass with
-speculation silently off.
+streams), and over many replies drawn with other seeds the distribution is the same (chi-square).
+Each test also checks that drafts were made and kept, so it cannot pass with speculation silently
+off.
+
+A seeded sampled reply is reproducible with speculation, but not promised to be the same text as
+without it: llama.cpp's CPU kernels give a token decoded in a batch of several slightly other logits
+than the same token decoded alone (measured on this AVX-512 machine: up to 5e-4 on the tiny F32
+model), and at temperature > 0 such a difference can move a sample near a boundary (seen: the last
+token of one 160-token reply of four, with the draft model). Greedy picks an argmax, which such
+differences move only at a near tie.
 
 At 4 streams both engines give each sequence its own KV stream (`kv_unified=False`). In the shared
 (unified) cache that hermesd uses by default, attention sums a sequence's cells in the order they
@@ -185,13 +191,16 @@ def test_greedy_under_a_reasoning_budget_is_identical(pair: Pair) -> None:
     assert all("</think>" in r.text for r in plain)
 
 
-def test_a_seeded_sampled_reply_is_identical(pair: Pair) -> None:
+def test_a_seeded_sampled_reply_is_reproducible(pair: Pair) -> None:
     requests = [
         GenerationRequest(p, 160, SamplingParams(temperature=0.7, seed=11 + i), ignore_eos=True)
         for i, p in enumerate(PROMPTS)
     ]
-    plain, spec = both(pair, requests)
-    assert spec == plain
+    before = pair.spec.stats()
+    first, again = pair.run(pair.spec, requests), pair.run(pair.spec, requests)
+    drafted, accepted = spec_counts(before, pair.spec.stats(), pair.source)
+    assert drafted > 0 and accepted > 0
+    assert again == first
 
 
 # the tiny Llama does not copy its prompt when sampling: no n-gram draft would be kept
