@@ -143,7 +143,7 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
     print("\nratios (median over rounds run back to back; decode per stream at 1, aggregate at >1)")
     for workload in WORKLOADS:
         for c in args.concurrency:
-            modes = [label for label in labels if label.startswith("llama-server ")]
+            modes = [label for label in labels if label.startswith("llama-server ngram")]
             best = max(modes, key=lambda m: results[workload, c, m].aggregate, default=None)
             pairs = [("hermesd+ngram", "hermesd"), ("hermesd+ngram", "llama-server")]
             pairs.append(("hermesd", "llama-server"))
