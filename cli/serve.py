@@ -314,6 +314,11 @@ def settings_from_plan(settings: Settings, access: GpuAccess, workers: tuple[Wor
     explicit = settings.model_fields_set
     console = Console(stderr=True, soft_wrap=True)
     try:
+        draft = draft_request(settings.draft_model)
+    except click.ClickException as exc:  # as at load: a draft that cannot be read is served without
+        log.warning("serving without the draft model: %s", exc.format_message())
+        draft = None
+    try:
         path, plan = choose_model_for_serve(
             hardware_file=settings.hardware,
             variant=settings.variant,
@@ -328,7 +333,7 @@ def settings_from_plan(settings: Settings, access: GpuAccess, workers: tuple[Wor
             min_ctx=settings.min_ctx,
             # --min-ctx trades the KV type before the quant, unless the user chose the KV type
             kv_fallback=("q8_0",) if settings.min_ctx and "kv_type" not in explicit else (),
-            draft=draft_request(settings.draft_model),
+            draft=draft,
         )
     except click.ClickException as exc:
         fail(exc.format_message())
