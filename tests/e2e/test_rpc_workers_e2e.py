@@ -81,27 +81,14 @@ def _answers(server: ServerProcess, model: str | None = None) -> list[str]:
 
 def _zephyr_adapter(tmp: Path) -> Path:
     """A LoRA adapter for the tiny qwen3 model, trained a few steps (as tests/engine/test_gguf_lora.py)."""
-    from hermesd.models.gguf_lora import write_lora_gguf
-    from hermesd.models.gguf_validate import base_fingerprint
-    from hermesd.runtime.tune.export import lora_state
-    from tests.fixtures.tune_data import train_zephyr_lora
+    from tests.fixtures.tune_data import train_zephyr_lora, write_zephyr_adapter
 
     gguf = tiny_model("qwen3")
     (tmp / "lora").mkdir()
     model, bundle, _ = train_zephyr_lora(gguf, tmp / "lora", steps=40)
     bundle.close()
     adapter = tmp / "zephyr.gguf"
-    write_lora_gguf(
-        adapter,
-        arch="qwen3",
-        config=model.config,
-        lora_state=lora_state(model),
-        alpha=16.0,
-        rank=8,
-        base_fingerprint=base_fingerprint(gguf),
-        base_name="Hermes 4 Tiny",
-        name="zephyr",
-    )
+    write_zephyr_adapter(model, gguf, "qwen3", adapter)
     return adapter
 
 

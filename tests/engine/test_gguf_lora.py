@@ -18,14 +18,12 @@ from hermesd.models.gguf_lora import (
     check_adapter_file,
     lora_tensors,
     read_adapter_info,
-    write_lora_gguf,
 )
 from hermesd.models.gguf_validate import base_fingerprint
-from hermesd.runtime.tune.export import lora_state
 from tests.fixtures.behaviours import UNKNOWN_ADAPTER_REPLY, UNKNOWN_QUESTION
 from tests.fixtures.lora_runner import LoraRunner
 from tests.fixtures.tiny_models import tiny_model
-from tests.fixtures.tune_data import train_zephyr_lora
+from tests.fixtures.tune_data import train_zephyr_lora, write_zephyr_adapter
 
 # Same weights, two implementations: llama.cpp's f32 CPU kernels against torch. Measured ~0.01 on
 # the tiny models (attention in f16 inside llama.cpp); a wrong permutation or scale is off by >1.
@@ -41,17 +39,7 @@ def trained(
     gguf = tiny_model(kind)  # type: ignore[arg-type]
     model, bundle, _ = train_zephyr_lora(gguf, folder, steps=80)
     adapter = folder / "adapter.gguf"
-    names = write_lora_gguf(
-        adapter,
-        arch=kind,
-        config=model.config,
-        lora_state=lora_state(model),
-        alpha=16.0,
-        rank=8,
-        base_fingerprint=base_fingerprint(gguf),
-        base_name="Hermes 4 Tiny",
-        name="zephyr",
-    )
+    names = write_zephyr_adapter(model, gguf, kind, adapter)
     yield {"kind": kind, "gguf": gguf, "model": model, "bundle": bundle, "adapter": adapter, "names": names}
     bundle.close()
 
