@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import signal
@@ -26,6 +27,7 @@ from rich.progress import (
 
 from hermesd.cli.adapters_cmd import daemon_options, resolve
 from hermesd.cli.daemon_address import fail
+from hermesd.cli.download_progress import RichDownloadProgress
 from hermesd.cli.hardware_option import hardware_option
 from hermesd.runtime.errors import HermesdError
 from hermesd.runtime.tune.config import (
@@ -41,6 +43,7 @@ from hermesd.runtime.tune.config import (
 )
 from hermesd.runtime.tune.daemon import hot_load
 from hermesd.runtime.tune.data import AUTO_MAX_SEQ_LEN, choose_max_seq_len, format_issues
+from hermesd.runtime.tune.device import METHOD_CHOICES, Accelerators, choose_method
 from hermesd.runtime.tune.plan import Machine, PlanRequest, TrainingPlan, gib
 from hermesd.runtime.tune.render import Row
 from hermesd.runtime.tune.run import NoUsableData, Prepared, TuneOptions, TuneOutcome, TuneRun
@@ -187,6 +190,15 @@ def _targets(value: str) -> tuple[str, ...]:
     "--eval-split", type=float, default=0.1, show_default=True, help="fraction held out for eval loss"
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--method",
+    type=click.Choice(list(METHOD_CHOICES)),
+    default="auto",
+    show_default=True,
+    help="auto: qlora-nf4 on a CUDA GPU (on the served model's Hugging Face weights), lora-bf16 on a "
+    "GPU for a GGUF base, lora-fp32 on the CPU",
+)
+@click.option("--offline", is_flag=True, help="never ask the hub: a hub base must be in the cache")
 @click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
 @click.option("--resume", is_flag=True, help="continue the interrupted run of this --name")
 @click.option("--replace", is_flag=True, help="replace a registered adapter of the same name")
@@ -219,10 +231,10 @@ def tune_command(**kw: Any) -> None:
     state_dir, client = resolve(kw["state_dir"], kw["serve_url"], kw["api_key"])
     if kw["plan_only"]:
         sys.exit(_show_plan(kw, console))
-    base = kw["base"] or _served_model()
     if not kw["data"] or not kw["name"]:
         fail("--data and --name are required (or --plan alone)", 2)
     try:
+        base, base_gguf = _base(kw)
         train = TrainConfig(
             rank=kw["rank"],
             alpha=kw["alpha"],
@@ -246,10 +258,12 @@ def tune_command(**kw: Any) -> None:
             base=base,
             state_dir=state_dir,
             train=train,
-            base_gguf=kw["base_gguf"],
+            base_gguf=base_gguf,
             eval_split=kw["eval_split"],
             length_policy=kw["too_long"],
             device=kw["device"],
+            method=kw["method"],
+            offline=kw["offline"],
             run_dir=kw["run_dir"],
             resume=kw["resume"],
             replace=kw["replace"],
@@ -296,6 +310,33 @@ def _console_logging(level_name: str) -> None:
     root.setLevel(level)
 
 
+def _base(kw: dict[str, Any]) -> tuple[str, Path | None]:
+    """--base and --base-gguf as the run will use them. Without --base: the served GGUF; and when the
+    method is 4-bit QLoRA (a CUDA GPU, or --method qlora-nf4) and the served file is a catalog
+    variant, that variant's Hugging Face repo, the adapter written for the served GGUF."""
+    if kw["base"]:
+        return kw["base"], kw["base_gguf"]
+    from hermesd.runtime.tune.shape import catalog_repo_of
+
+    served = _served_model()
+    repo = catalog_repo_of(Path(served))
+    if repo is None:
+        return served, kw["base_gguf"]
+    acc = _accelerators()
+    method = choose_method(
+        kw["device"], kw["method"], cuda=acc.cuda, bitsandbytes=acc.bitsandbytes, hf_base=True
+    )
+    if method != "qlora-nf4":
+        return served, kw["base_gguf"]
+    return repo, kw["base_gguf"] or Path(served)
+
+
+def _accelerators() -> Accelerators:
+    from hermesd.runtime.tune.device import detect_accelerators
+
+    return detect_accelerators()
+
+
 def _served_model() -> str:
     from hermesd.server.settings import load_settings
 
@@ -315,7 +356,7 @@ def _run(
     (unless a dry run). Returns the outcome and the options as trained."""
     events = ConsoleEvents(console)
     stop = StopFlag()
-    with TuneRun(opts, events, stop) as run:
+    with TuneRun(opts, events, stop, progress=lambda: RichDownloadProgress(console)) as run:
         prepared = run.prepare()
         if auto_seq:
             prepared, length = _hold_to_data_length(prepared, opts, run.folder)
@@ -339,8 +380,9 @@ def _run(
             prepared.bundle.close()
             fail(_refusal(plan))
         try:
+            split = tuple((d.index, d.layers) for d in plan.devices) if plan is not None else ()
             with stop_on_signals(stop, console):
-                return run.train(prepared), opts
+                return run.train(prepared, split if len(split) > 1 else ()), opts
         except KeyboardInterrupt:
             events.stop()
             fail(
@@ -424,17 +466,19 @@ def _hold_to_data_length(prepared: Prepared, opts: TuneOptions, folder: Path) ->
 
 
 def _request(opts: TuneOptions, machine: Machine, *, hf_base: bool, tokens: int | None) -> PlanRequest:
-    """The plan request of a run: the method its device will use (device.choose_device's choice)."""
+    """The plan request of a run, for the method the run will use (one choice: choose_method)."""
     from hermesd.runtime.tune.plan import PlanRequest
 
-    cpu = opts.device == "cpu" or not machine.cuda_usable or not machine.gpus
+    cuda = machine.cuda_usable and bool(machine.gpus)
+    bnb = importlib.util.find_spec("bitsandbytes") is not None
+    method = choose_method(opts.device, opts.method, cuda=cuda, bitsandbytes=bnb, hf_base=hf_base)
     cfg = opts.train
     return PlanRequest(
         rank=cfg.rank,
         targets=cfg.target_modules,
         batch=cfg.batch_size,
         seq_len=cfg.max_seq_len,
-        method="lora-fp32" if cpu else "qlora-nf4",
+        method=method,
         hf_base=hf_base,
         tokens_per_epoch=tokens,
     )

@@ -300,6 +300,73 @@ def download(
     return paths
 
 
+# -- a Hugging Face model's own files (`hermesd tune` trains on the safetensors)
+
+# What transformers needs to build and load a causal LM, and what the pairing check reads; never
+# the repo's other files (original/ checkpoints, GGUF copies, images).
+HF_MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "model-*-of-*.safetensors",
+)
+
+
+def ensure_repo_files(
+    repo: str,
+    env: HubEnv,
+    patterns: Sequence[str],
+    *,
+    required: Sequence[str] = ("config.json",),
+    revision: str | None = None,
+    progress: DownloadProgress | None = None,
+    verify_record: Path | None = None,
+) -> Path:
+    """The snapshot folder of `repo` holding its files that match `patterns` (fnmatch), downloaded
+    and verified like GGUF files (cache, resume, sha256), or found in the cache when offline.
+    `required` names files the repo must have; a missing one is a HubError naming it."""
+    from fnmatch import fnmatch
+
+    record = verify_record or default_verify_record()
+    if env.offline:
+        for snapshot in _snapshots(repo, revision or "main", env):
+            has_required = all((snapshot / name).is_file() for name in required)
+            if has_required and _weights_complete(snapshot, patterns):
+                return snapshot
+        raise OfflineMissingError(
+            f"{repo}: {', '.join(required)} not in the Hugging Face cache ({env.cache_dir}) and offline "
+            "mode is on (--offline or HF_HUB_OFFLINE=1); run once with the hub reachable, or copy "
+            "that cache here"
+        )
+    commit, listing = list_repo(repo, env, revision)
+    # top-level files only: the snapshot folder is what transformers loads
+    files = tuple(f for f in listing if "/" not in f.path and any(fnmatch(f.path, pat) for pat in patterns))
+    missing = [name for name in required if name not in {f.path for f in files}]
+    if missing:
+        raise HubError(f"{repo} at {commit[:12]}: the repository has no {', '.join(missing)}")
+    paths = download(ResolvedFiles(repo, commit, files), env, progress=progress, verify_record=record)
+    _remember_revision(repo, revision or "main", commit, env)
+    return paths[0].parent if paths else env.cache_dir
+
+
+def _weights_complete(snapshot: Path, patterns: Sequence[str]) -> bool:
+    """Offline: when safetensors are wanted, the snapshot has every shard its index names."""
+    if not any(p.endswith(".safetensors") for p in patterns):
+        return True
+    index = snapshot / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError):
+            return False
+        return all((snapshot / name).is_file() for name in shards)
+    return (snapshot / "model.safetensors").is_file()
+
+
 def verify_file(
     path: Path, expected: str | None, record: Path, progress: DownloadProgress | None = None
 ) -> None:

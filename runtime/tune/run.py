@@ -10,17 +10,19 @@ killed leaves the store as it was.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from hermesd.models.hub import DownloadProgress, HubEnv, HubError
 from hermesd.models.store import AdapterRecord, AdapterStore, StoreError, check_name
 from hermesd.runtime.tune import base as base_mod
 from hermesd.runtime.tune.base import BaseSpec, TokenizerBundle, TuneError
@@ -28,7 +30,7 @@ from hermesd.runtime.tune.checkpoint import clear_checkpoint, read_checkpoint_st
 from hermesd.runtime.tune.config import TrainConfig, dumps, file_sha256, identity_differences, run_identity
 from hermesd.runtime.tune.daemon import DaemonClient
 from hermesd.runtime.tune.data import Conversation, DataIssue, load_jsonl, split_train_eval
-from hermesd.runtime.tune.device import DeviceChoice, DevicePlan
+from hermesd.runtime.tune.device import DeviceChoice, DevicePlan, MethodChoice
 from hermesd.runtime.tune.pairing import check_base_pairing
 from hermesd.runtime.tune.render import LengthPolicy, Row, build_rows
 from hermesd.runtime.tune.summary import DataSummary, summarize
@@ -56,6 +58,8 @@ class TuneOptions:
     eval_split: float = 0.1
     length_policy: LengthPolicy = "drop"
     device: DeviceChoice = "auto"
+    method: MethodChoice = "auto"
+    offline: bool = False  # the hub is not asked: a hub base must be in the Hugging Face cache
     run_dir: Path | None = None
     resume: bool = False
     replace: bool = False
@@ -65,6 +69,9 @@ class TuneOptions:
     @property
     def folder(self) -> Path:
         return self.run_dir or self.state_dir / "runs" / self.name
+
+    def hub_env(self) -> HubEnv:
+        return HubEnv.from_environ(offline=self.offline)
 
 
 class TuneEvents(Protocol):
@@ -103,10 +110,17 @@ class TuneOutcome:
 
 
 class TuneRun:
-    def __init__(self, opts: TuneOptions, events: TuneEvents, stop: StopFlag | None = None) -> None:
+    def __init__(
+        self,
+        opts: TuneOptions,
+        events: TuneEvents,
+        stop: StopFlag | None = None,
+        progress: Callable[[], AbstractContextManager[DownloadProgress]] | None = None,
+    ) -> None:
         self.opts = opts
         self.events = events
         self.stop = stop or StopFlag()
+        self.progress = progress  # draws a hub base's weight download (a live display while it runs)
         try:
             check_name(opts.name)
         except StoreError as exc:
@@ -137,7 +151,8 @@ class TuneRun:
         if not opts.data.is_file():
             raise TuneError(f"--data {opts.data}: no such file")
         spec = base_mod.resolve_base(opts.base, opts.base_gguf)
-        check_base_pairing(spec)  # a Hugging Face base and the served GGUF: one network, or refused
+        # a Hugging Face base and the served GGUF: one network, or refused before anything trains
+        check_base_pairing(spec, opts.hub_env())
         arch = base_mod.model_architecture(spec)
         self._check_run_folder()
         loaded = load_jsonl(opts.data)
@@ -207,13 +222,31 @@ class TuneRun:
         return out, saved
 
     # -- training
-    def train(self, prepared: Prepared) -> TuneOutcome:
+    def train(self, prepared: Prepared, split: Sequence[tuple[int, int]] = ()) -> TuneOutcome:
+        """Train, export and register. `split` is the training plan's (GPU, layers) per GPU when it
+        spreads the model over several."""
         try:
-            return self._train(prepared)
+            with _saving_errors(self.folder):
+                return self._train(prepared, split)
         finally:
             prepared.bundle.close()
 
-    def _train(self, p: Prepared) -> TuneOutcome:
+    def _weights(self, spec: BaseSpec) -> BaseSpec:
+        """A hub base's safetensors in the Hugging Face cache (fetched, resumed, verified like every
+        download); the run loads that folder. Other bases load as they are."""
+        if spec.kind != "hub":
+            return spec
+        from hermesd.models.hub import HF_MODEL_FILES, ensure_repo_files
+
+        self.events.message(f"fetching the weights of {spec.ref} (Hugging Face cache; resumable)")
+        try:
+            with self.progress() if self.progress else nullcontext() as progress:
+                folder = ensure_repo_files(spec.ref, self.opts.hub_env(), HF_MODEL_FILES, progress=progress)
+        except HubError as exc:
+            raise TuneError(f"--base {spec.ref}: {exc}") from None
+        return BaseSpec("hf-dir", str(folder), spec.gguf)
+
+    def _train(self, p: Prepared, split: Sequence[tuple[int, int]]) -> TuneOutcome:
         import torch
 
         from hermesd.runtime.tune import device as dev
@@ -221,7 +254,10 @@ class TuneRun:
         from hermesd.runtime.tune.train import TrainLoop, attach_lora, evaluate, make_optimizer
 
         opts, cfg = self.opts, self.opts.train
-        plan = dev.choose_device(opts.device, dev.detect_accelerators())
+        hf_base = p.spec.kind != "gguf"
+        plan = dev.choose_device(
+            opts.device, dev.detect_accelerators(), method=opts.method, hf_base=hf_base, split=split
+        )
         self.events.message(f"device: {plan.reason}")
         identity = run_identity(cfg, p.spec.label, p.bundle.fingerprint, p.data_sha256)
         if opts.resume:
@@ -231,12 +267,16 @@ class TuneRun:
             (self.folder / "metrics.jsonl").unlink(missing_ok=True)
             (self.folder / ADAPTER_FILE).unlink(missing_ok=True)
 
+        weights = self._weights(p.spec)
         t_load = time.monotonic()
         torch.manual_seed(cfg.seed)
-        model = dev.prepare_for_training(base_mod.load_hf_model(p.spec, dev.load_kwargs(plan)), plan)
+        model = dev.prepare_for_training(base_mod.load_hf_model(weights, dev.load_kwargs(plan)), plan)
         model = attach_lora(model, cfg)
-        device = "cuda" if plan.device == "cuda" else "cpu"
-        self.events.message(f"base loaded in {time.monotonic() - t_load:.1f} s: {_trainable(model)}")
+        # inputs go where the embedding is (the first GPU when the model is split)
+        device = _input_device(model) if plan.device == "cuda" else "cpu"
+        self.events.message(
+            f"base loaded in {time.monotonic() - t_load:.1f} s{_four_bit(model)}: {_trainable(model)}"
+        )
         pad = p.bundle.tokenizer.eos_id
         eval_rows = p.eval_rows or p.train_rows
         loop = TrainLoop(
@@ -252,14 +292,15 @@ class TuneRun:
             on_step=self._on_step,
         )
         start = loop.resume() if opts.resume else 0
-        if loop.eval_loss_before is None:
-            loop.eval_loss_before = evaluate(model, eval_rows, cfg.batch_size, pad, device)
-        before = loop.eval_loss_before
-        where = "train rows (no held-out eval)" if not p.eval_rows else "held-out eval rows"
-        self.events.message(f"eval loss before: {before:.4f} on {len(eval_rows)} {where}")
-        total = cfg.total_steps(len(p.train_rows))
-        self.events.training_started(start, total)
-        result = loop.run(start)
+        with _out_of_memory(plan.device, cfg):
+            if loop.eval_loss_before is None:
+                loop.eval_loss_before = evaluate(model, eval_rows, cfg.batch_size, pad, device)
+            before = loop.eval_loss_before
+            where = "train rows (no held-out eval)" if not p.eval_rows else "held-out eval rows"
+            self.events.message(f"eval loss before: {before:.4f} on {len(eval_rows)} {where}")
+            total = cfg.total_steps(len(p.train_rows))
+            self.events.training_started(start, total)
+            result = loop.run(start)
         metrics: dict[str, Any] = {
             "status": result.status,
             "eval_loss_before": before,
@@ -276,7 +317,8 @@ class TuneRun:
             return TuneOutcome(
                 "stopped", self.folder, p.summary, before, None, result.step, total, result.seconds
             )
-        after = evaluate(model, eval_rows, cfg.batch_size, pad, device)
+        with _out_of_memory(plan.device, cfg):
+            after = evaluate(model, eval_rows, cfg.batch_size, pad, device)
         metrics["eval_loss_after"] = after
         self.events.message(f"eval loss after: {after:.4f}")
         adapter_path = self.folder / ADAPTER_FILE
@@ -351,7 +393,12 @@ class TuneRun:
             "train": self.opts.train.to_json(),
             "eval_split": self.opts.eval_split,
             "length_policy": self.opts.length_policy,
-            "device": {"device": plan.device, "method": plan.method, "dtype": plan.compute_dtype},
+            "device": {
+                "device": plan.device,
+                "method": plan.method,
+                "dtype": plan.compute_dtype,
+                "device_map": plan.device_map,
+            },
             "identity": identity,
         }
         _write_json(self.folder / "config.json", config)
@@ -365,6 +412,49 @@ def _data_counts(summary: DataSummary) -> dict[str, Any]:
         "train_rows": summary.train_rows,
         "eval_rows": summary.eval_rows,
     }
+
+
+def _input_device(model: Any) -> Any:
+    return model.get_input_embeddings().weight.device
+
+
+@contextmanager
+def _out_of_memory(device: str, config: Any) -> Iterator[None]:
+    """Out of memory in a step: one line with what to change, never a traceback. Nothing is
+    registered; checkpoints already written stay for --resume."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        where = "GPU" if device == "cuda" else "CPU"
+        raise TuneError(
+            f"out of {where} memory in a training step (--max-seq-len {config.max_seq_len}, "
+            f"--batch-size {config.batch_size}, --rank {config.rank}): the plan's estimate was too "
+            "low for this machine; try a shorter --max-seq-len, or check what else uses the "
+            f"{where} (nvidia-smi). Nothing was registered."
+        ) from None
+
+
+@contextmanager
+def _saving_errors(folder: Path) -> Iterator[None]:
+    """A full disk (or a read-only one) while saving a checkpoint or the adapter: one line. The
+    adapter store is untouched (nothing is registered before its file is complete)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        raise TuneError(
+            f"cannot write {exc.filename or folder}: {exc.strerror}. Nothing was registered; free some "
+            f"space and run the same command with --resume to continue from the last checkpoint"
+        ) from None
+
+
+def _four_bit(model: Any) -> str:
+    """How many linear layers bitsandbytes holds in 4 bits (QLoRA), as the load message says it."""
+    n = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes."))
+    return f" ({n} linear layers in 4-bit NF4)" if n else ""
 
 
 def _trainable(model: Any) -> str:

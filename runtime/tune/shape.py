@@ -70,6 +70,8 @@ def shape_of(spec: BaseSpec) -> ModelShape:
         return shape_from_gguf(Path(spec.ref))
     if spec.kind == "hf-dir":
         return shape_from_config(json.loads((Path(spec.ref) / "config.json").read_text(encoding="utf-8")))
+    if spec.gguf is not None:  # the pairing check makes it the same network as the hub repo
+        return shape_from_gguf(spec.gguf)
     from hermesd.models.catalog import load_catalog
 
     catalog = load_catalog()
@@ -77,8 +79,6 @@ def shape_of(spec: BaseSpec) -> ModelShape:
     if variant is None:
         variant = next((v for v in catalog.variants if v.hf_repo.lower() == spec.ref.lower()), None)
     if variant is None:
-        if spec.gguf is not None:
-            return shape_from_gguf(spec.gguf)
         raise TuneError(
             f"--plan: {spec.ref} is not in hermesd's catalog; pass a local GGUF or folder instead "
             "(--plan does not download)"
@@ -134,7 +134,7 @@ def plan_target(
     """`--variant` (a catalog variant: its Hugging Face repo on a GPU, else its usual GGUF), else
     `--base`, else the served GGUF. With a usable GPU and no --base, a served GGUF that is a catalog
     variant is trained as QLoRA on that variant's Hugging Face repo, the adapter written for the GGUF."""
-    from hermesd.models.catalog import CatalogError, load_catalog
+    from hermesd.models.catalog import load_catalog
 
     catalog = load_catalog()
     alternatives = tuple(
@@ -162,13 +162,21 @@ def plan_target(
         gguf = str(spec.gguf) if spec.gguf else None
         return PlanTarget(shape_of(spec), spec.ref, gguf, True, alternatives)
     shape = shape_from_gguf(Path(spec.ref))
-    if base is None and gpu:
-        try:
-            summary = read_base_gguf(shard_paths(Path(spec.ref))[0])
-        except (SplitSetIncomplete, CatalogError) as exc:
-            raise TuneError(str(exc)) from None
-        name = Path(spec.ref).name
-        variant = catalog.variant_of_file(name, summary.architecture or "", summary.arch_int("block_count"))
-        if variant is not None and variant.hf_repo:
-            return PlanTarget(shape, variant.hf_repo, spec.ref, True, alternatives)
+    repo = catalog_repo_of(Path(spec.ref)) if base is None and gpu else None
+    if repo is not None:
+        return PlanTarget(shape, repo, spec.ref, True, alternatives)
     return PlanTarget(shape, spec.ref, str(spec.gguf), False, alternatives)
+
+
+def catalog_repo_of(gguf: Path) -> str | None:
+    """The Hugging Face repo of the catalog variant a GGUF is (by file name, else architecture and
+    layer count): what QLoRA trains on for it. None for a file the catalog does not know."""
+    from hermesd.models.catalog import CatalogError, load_catalog
+
+    try:
+        summary = read_base_gguf(shard_paths(gguf)[0])
+        catalog = load_catalog()
+    except (SplitSetIncomplete, CatalogError) as exc:
+        raise TuneError(str(exc)) from None
+    variant = catalog.variant_of_file(gguf.name, summary.architecture or "", summary.arch_int("block_count"))
+    return variant.hf_repo if variant is not None and variant.hf_repo else None

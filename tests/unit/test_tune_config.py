@@ -14,7 +14,14 @@ from click.testing import CliRunner, Result
 from hermesd.models.store import AdapterStore
 from hermesd.runtime.tune.base import TuneError, resolve_base
 from hermesd.runtime.tune.config import TrainConfig, lr_factor
-from hermesd.runtime.tune.device import Accelerators, choose_device, load_kwargs, prepare_for_training
+from hermesd.runtime.tune.device import (
+    Accelerators,
+    choose_device,
+    choose_method,
+    gpu_device_map,
+    load_kwargs,
+    prepare_for_training,
+)
 from tests.fixtures.tune_data import registered_other
 
 # -- schedule and config
@@ -78,49 +85,110 @@ def test_folder_without_config_is_not_a_model(tmp_path: Path) -> None:
 # -- device choice (a CUDA machine simulated)
 
 
-@pytest.mark.parametrize(
-    ("want", "acc", "device", "method", "dtype"),
-    [
-        ("auto", Accelerators(cuda=False, bitsandbytes=False, bf16=False), "cpu", "lora", "float32"),
-        (
-            "auto",
-            Accelerators(cuda=True, bitsandbytes=True, bf16=True, gpu_name="H100"),
-            "cuda",
-            "qlora",
-            "bfloat16",
-        ),
-        ("auto", Accelerators(cuda=True, bitsandbytes=True, bf16=False), "cuda", "qlora", "float16"),
-        ("cpu", Accelerators(cuda=True, bitsandbytes=True, bf16=True), "cpu", "lora", "float32"),
-    ],
-)
-def test_device_choice(want: Any, acc: Accelerators, device: str, method: str, dtype: str) -> None:
-    plan = choose_device(want, acc)
-    assert (plan.device, plan.method, plan.compute_dtype) == (device, method, dtype)
-    assert plan.gradient_checkpointing == (method == "qlora")
+GPU = Accelerators(cuda=True, bitsandbytes=True, bf16=True, gpu_name="H100")
+GPU_NO_BF16 = Accelerators(cuda=True, bitsandbytes=True, bf16=False)
+GPU_NO_BNB = Accelerators(cuda=True, bitsandbytes=False, bf16=True)
+CPU = Accelerators(cuda=False, bitsandbytes=False, bf16=False)
+CPU_BNB = Accelerators(cuda=False, bitsandbytes=True, bf16=False)
 
 
 @pytest.mark.parametrize(
-    ("want", "acc", "message"),
+    ("want", "method", "hf_base", "acc", "expected"),
     [
-        ("cuda", Accelerators(cuda=False, bitsandbytes=True, bf16=False), "no CUDA device"),
-        ("auto", Accelerators(cuda=True, bitsandbytes=False, bf16=True), "pip install bitsandbytes"),
+        # (device, method, dtype, gradient checkpointing)
+        ("auto", "auto", True, CPU, ("cpu", "lora-fp32", "float32", False)),
+        ("auto", "auto", False, CPU, ("cpu", "lora-fp32", "float32", False)),
+        ("auto", "auto", True, GPU, ("cuda", "qlora-nf4", "bfloat16", True)),
+        ("auto", "auto", True, GPU_NO_BF16, ("cuda", "qlora-nf4", "float16", True)),
+        # issue 15: a GGUF base on a GPU was asked to load in 4 bits, which transformers refuses
+        ("auto", "auto", False, GPU, ("cuda", "lora-bf16", "bfloat16", True)),
+        ("auto", "auto", False, GPU_NO_BNB, ("cuda", "lora-bf16", "bfloat16", True)),
+        ("cpu", "auto", True, GPU, ("cpu", "lora-fp32", "float32", False)),
+        ("auto", "lora-fp32", True, GPU, ("cpu", "lora-fp32", "float32", False)),
+        # asked for: 4 bits on bitsandbytes' CPU backend (the tests' QLoRA path)
+        ("auto", "qlora-nf4", True, CPU_BNB, ("cpu", "qlora-nf4", "bfloat16", True)),
+        ("cpu", "qlora-nf4", True, GPU, ("cpu", "qlora-nf4", "bfloat16", True)),
     ],
 )
-def test_device_choice_errors(want: Any, acc: Accelerators, message: str) -> None:
+def test_device_choice(
+    want: Any, method: Any, hf_base: bool, acc: Accelerators, expected: tuple[Any, ...]
+) -> None:
+    plan = choose_device(want, acc, method=method, hf_base=hf_base)
+    assert (plan.device, plan.method, plan.compute_dtype, plan.gradient_checkpointing) == expected
+    assert (
+        choose_method(want, method, cuda=acc.cuda, bitsandbytes=acc.bitsandbytes, hf_base=hf_base)
+        == (expected[1])
+    )
+
+
+@pytest.mark.parametrize(
+    ("want", "method", "hf_base", "acc", "message"),
+    [
+        ("cuda", "auto", True, CPU_BNB, "no CUDA device"),
+        ("auto", "auto", True, GPU_NO_BNB, "needs bitsandbytes: pip install 'hermesd\\[tune-cuda\\]'"),
+        ("auto", "qlora-nf4", False, GPU, "cannot load a GGUF that way"),
+        ("auto", "qlora-nf4", True, CPU, "needs bitsandbytes"),
+        ("auto", "lora-bf16", False, CPU, "lora-bf16 trains on a CUDA GPU"),
+    ],
+)
+def test_device_choice_errors(want: Any, method: Any, hf_base: bool, acc: Accelerators, message: str) -> None:
     with pytest.raises(TuneError, match=message):
-        choose_device(want, acc)
+        choose_device(want, acc, method=method, hf_base=hf_base)
 
 
 def test_qlora_loads_the_base_in_4bit_nf4_on_the_gpu() -> None:
     import torch
 
-    plan = choose_device("auto", Accelerators(cuda=True, bitsandbytes=True, bf16=True))
+    plan = choose_device("auto", GPU, hf_base=True)
     kwargs = load_kwargs(plan)
     q = kwargs["quantization_config"]
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16 and kwargs["dtype"] == torch.bfloat16
     assert kwargs["device_map"] == {"": 0}
-    assert load_kwargs(choose_device("cpu", Accelerators(False, False, False))) == {"dtype": torch.float32}
+    assert load_kwargs(choose_device("cpu", CPU)) == {"dtype": torch.float32}
+    bf16 = load_kwargs(choose_device("auto", GPU, hf_base=False))
+    assert bf16 == {"dtype": torch.bfloat16, "device_map": {"": 0}}  # no 4-bit config for a GGUF
+
+
+def test_a_model_split_over_gpus_is_loaded_as_the_plan_split_it() -> None:
+    plan = choose_device("auto", GPU, hf_base=True, split=[(0, 3), (1, 2)])
+    assert plan.reason.startswith("2 GPUs: 4-bit NF4 QLoRA")
+    assert plan.device_map == {
+        "model.embed_tokens": 0,
+        "model.rotary_emb": 0,
+        "model.layers.0": 0,
+        "model.layers.1": 0,
+        "model.layers.2": 0,
+        "model.layers.3": 1,
+        "model.layers.4": 1,
+        "model.norm": 1,
+        "lm_head": 1,
+    }
+    assert load_kwargs(plan)["device_map"] is plan.device_map
+    assert gpu_device_map([(2, 4)])["model.layers.3"] == 2
+
+
+def test_the_device_map_names_every_module_of_a_real_model() -> None:
+    """accelerate refuses a device_map that misses a module: build a tiny Qwen 3 and a Llama on the
+    meta device and check every top-level module and layer is placed."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen3Config
+
+    for config in (
+        Qwen3Config(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                    num_key_value_heads=1, head_dim=16, vocab_size=64),
+        LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
+                    num_key_value_heads=1, vocab_size=64),
+    ):  # fmt: skip
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        names = {n for n, _ in model.named_modules()}
+        placed = gpu_device_map([(0, 2), (1, 1)])
+        assert set(placed) <= names
+        leaves = [n for n, m in model.named_modules() if not list(m.children()) or n.count(".") == 2]
+        for name in leaves:
+            if name.startswith(("model.", "lm_head")):
+                assert any(name == k or name.startswith(k + ".") for k in placed), name
 
 
 def test_qlora_prepares_the_model_with_gradient_checkpointing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,10 +201,12 @@ def test_qlora_prepares_the_model_with_gradient_checkpointing(monkeypatch: pytes
         return model
 
     monkeypatch.setattr(peft, "prepare_model_for_kbit_training", fake_prepare)
-    plan = choose_device("auto", Accelerators(cuda=True, bitsandbytes=True, bf16=True))
+    plan = choose_device("auto", GPU, hf_base=True)
     sentinel = object()
     assert prepare_for_training(sentinel, plan) is sentinel
-    assert calls == [{"use_gradient_checkpointing": True}]
+    assert calls == [
+        {"use_gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    ]
 
 
 # (the --plan estimate: tests/unit/test_tune_plan.py)
