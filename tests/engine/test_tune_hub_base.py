@@ -1,0 +1,146 @@
+"""`hermesd tune` on a hub base, against a local fake hub: the pairing check reads config.json and
+tokenizer.json only (never the weights) and refuses a different network before anything trains; a
+missing, gated or private repository and an offline machine without the files are one line each; a
+run that fetched once works offline from the cache. Plus the one-line errors of a run that runs out
+of memory or disk (their translation; no machine here can run out of GPU memory on demand)."""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from hermesd.cli.tune import tune_command
+from hermesd.runtime.tune.base import TuneError
+from hermesd.runtime.tune.config import TrainConfig
+from hermesd.runtime.tune.run import _out_of_memory, _saving_errors
+from tests.fixtures.fake_hub import FakeHub, point_hf_at, running_hub
+from tests.fixtures.tiny_models import tiny_model, trained_dir
+from tests.fixtures.tune_data import zephyr_jsonl
+
+REPO = "NousResearch/Hermes-4-14B"
+
+
+def repo_files(edit_config: dict[str, Any] | None = None) -> dict[str, bytes]:
+    from safetensors.numpy import save
+
+    folder = trained_dir("qwen3")
+    config = json.loads((folder / "config.json").read_text()) | (edit_config or {})
+    with np.load(folder / "weights.npz") as npz:
+        weights = {k: np.ascontiguousarray(npz[k]) for k in npz.files}
+    return {
+        "config.json": json.dumps(config).encode(),
+        "tokenizer.json": (folder / "tokenizer.json").read_bytes(),
+        "model.safetensors": save(weights),
+    }
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    with running_hub() as hub:
+        point_hf_at(hub, monkeypatch, tmp_path / "hf")
+        yield hub
+
+
+def tune(tmp: Path, *extra: str, base: str = REPO) -> Result:
+    tmp.mkdir(parents=True, exist_ok=True)
+    args = [
+        "--base", base, "--base-gguf", str(tiny_model("qwen3")), "--data", str(zephyr_jsonl(tmp)),
+        "--name", "hub", "--state-dir", str(tmp / "state"), "--no-load", "--dry-run", *extra,
+    ]  # fmt: skip
+    return CliRunner().invoke(tune_command, args, catch_exceptions=False)
+
+
+def fetched(hub: FakeHub) -> set[str]:
+    return {path.rsplit("/", 1)[-1] for _, path, _ in hub.requests if "/resolve/" in path}
+
+
+def one_line_error(result: Result, *needles: str) -> None:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    for needle in needles:
+        assert needle in line, result.output
+
+
+def test_a_matching_hub_repo_pairs_reading_only_its_config_and_tokenizer(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    hub.add(REPO, repo_files())
+    result = tune(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "dry run: nothing trained" in result.output
+    assert fetched(hub) == {"config.json", "tokenizer.json"}
+
+
+def test_another_network_on_the_hub_is_refused_before_its_weights_are_fetched(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    hub.add(REPO, repo_files({"num_hidden_layers": 3}))
+    result = tune(tmp_path)
+    one_line_error(result, "are not the same network: layer count differs (GGUF 2, Hugging Face 3)")
+    assert "model.safetensors" not in fetched(hub)
+
+
+@pytest.mark.parametrize(
+    ("setup", "needles"),
+    [
+        ("missing", ("--base NousResearch/Hermes-4-14B", "repository not found")),
+        ("gated", ("--base NousResearch/Hermes-4-14B", "gated repository", "HF_TOKEN")),
+        ("private", ("--base NousResearch/Hermes-4-14B", "repository not found (or private: set HF_TOKEN)")),
+        ("no-config", ("--base NousResearch/Hermes-4-14B", "has no config.json")),
+    ],
+)
+def test_a_repo_that_cannot_be_read_is_one_line(
+    hub: FakeHub, tmp_path: Path, setup: str, needles: Any
+) -> None:
+    if setup != "missing":
+        files = repo_files()
+        if setup == "no-config":
+            del files["config.json"]
+        hub.add(REPO, files)
+    if setup == "gated":
+        hub.gated.add(REPO)
+    if setup == "private":
+        hub.private[REPO] = "secret"
+    one_line_error(tune(tmp_path), *needles)
+
+
+def test_offline_without_the_files_is_one_line_and_after_one_fetch_works_offline(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    hub.add(REPO, repo_files())
+    one_line_error(tune(tmp_path / "a", "--offline"), "offline", "not in the Hugging Face cache")
+    assert tune(tmp_path / "b").exit_code == 0
+    before = len(hub.requests)
+    result = tune(tmp_path / "c", "--offline")
+    assert result.exit_code == 0, result.output
+    assert len(hub.requests) == before  # the hub was not asked
+
+
+def test_out_of_memory_in_a_step_is_one_line_with_what_to_change() -> None:
+    import torch
+
+    with pytest.raises(TuneError) as err, _out_of_memory("cuda", TrainConfig(max_seq_len=8192)):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert "out of GPU memory in a training step (--max-seq-len 8192" in str(err.value)
+    assert "shorter --max-seq-len" in str(err.value) and "Nothing was registered" in str(err.value)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_a_full_disk_while_saving_is_one_line_that_says_resume(tmp_path: Path, code: int) -> None:
+    with pytest.raises(TuneError) as err, _saving_errors(tmp_path):
+        raise OSError(code, "No space left on device", str(tmp_path / "checkpoint" / "optimizer.pt"))
+    assert "cannot write" in str(err.value) and "optimizer.pt" in str(err.value)
+    assert "--resume" in str(err.value) and "Nothing was registered" in str(err.value)
+
+
+def test_other_os_errors_are_not_called_a_full_disk(tmp_path: Path) -> None:
+    with pytest.raises(PermissionError), _saving_errors(tmp_path):
+        raise PermissionError(errno.EACCES, "Permission denied")
