@@ -64,7 +64,8 @@ def lora_tensors(
 
     For llama, q/k rows are permuted into llama.cpp's RoPE layout (gguf_write.llama_permute_qk):
     the B matrix of q_proj/k_proj has the projection's output rows, so it gets the same permutation
-    as the base weight; A (input side) does not.
+    as the base weight; A (input side) does not. qwen3 and seed_oss use NEOX RoPE in llama.cpp, the
+    Hugging Face layout: their rows are written as trained.
     """
     n_head = int(_config_value(config, "num_attention_heads") or 0)
     if n_head <= 0:

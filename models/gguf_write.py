@@ -3,7 +3,9 @@
 llama.cpp's own conversion scripts are not part of the installed wheel, so hermesd carries the
 small part of them it needs: Hugging Face -> GGUF tensor names (from `gguf.TensorNameMap`), the
 q/k row permutation the Llama converter applies, and an atomic write. Supported architectures:
-`llama`, `qwen3`. Writing whole models (the tests' tiny models) is tests/fixtures/gguf_model_writer.py.
+`llama` (Llama 3.1, Hermes 4 70B/405B), `qwen3` (Hermes 4 14B) and `seed_oss` (Hermes 4.3 36B;
+NEOX RoPE like qwen3, so no permutation). Writing whole models (the tests' tiny models) is
+tests/fixtures/gguf_model_writer.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-ARCHS: dict[str, gguf.MODEL_ARCH] = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen3": gguf.MODEL_ARCH.QWEN3}
+ARCHS: dict[str, gguf.MODEL_ARCH] = {
+    "llama": gguf.MODEL_ARCH.LLAMA,
+    "qwen3": gguf.MODEL_ARCH.QWEN3,
+    "seed_oss": gguf.MODEL_ARCH.SEED_OSS,
+}
 
 # peft prefixes its module names with these; the base model's names follow.
 _PEFT_PREFIXES = ("base_model.model.",)

@@ -117,11 +117,11 @@ def hf_facts(config: Mapping[str, Any], tokenizer_json: Mapping[str, Any] | None
     hidden, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
     head_dim = _int(config, "head_dim") or (hidden // heads if hidden and heads else None)
     vocab_size = _int(config, "vocab_size")
-    rope = _rope_parameters(config)
+    rope = rope_parameters(config)
     theta = float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0)
     kind = str(rope.get("rope_type") or rope.get("type") or "default")
     kind = "none" if kind == "default" else kind
-    freqs = _llama3_factors(rope, theta, head_dim) if kind == "llama3" and head_dim else None
+    freqs = llama3_factors(rope, theta, head_dim) if kind == "llama3" and head_dim else None
     factor = rope.get("factor")
     tokens, special = _hf_vocabulary(tokenizer_json, vocab_size) if tokenizer_json else (None, None)
     return NetworkFacts(
@@ -141,7 +141,7 @@ def hf_facts(config: Mapping[str, Any], tokenizer_json: Mapping[str, Any] | None
     )
 
 
-def _rope_parameters(config: Mapping[str, Any]) -> Mapping[str, Any]:
+def rope_parameters(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """transformers 5 writes `rope_parameters` (theta and scaling together); older config.json files
     `rope_theta` and `rope_scaling`. Either gives one mapping here."""
     params = config.get("rope_parameters")
@@ -155,7 +155,7 @@ def _rope_parameters(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return out
 
 
-def _llama3_factors(rope: Mapping[str, Any], theta: float, dim: int) -> tuple[float, ...]:
+def llama3_factors(rope: Mapping[str, Any], theta: float, dim: int) -> tuple[float, ...]:
     """The per-frequency factors llama.cpp's converter stores for `rope_type: llama3`."""
     factor = float(rope.get("factor", 8.0))
     low = float(rope.get("low_freq_factor", 1.0))
@@ -173,6 +173,42 @@ def _llama3_factors(rope: Mapping[str, Any], theta: float, dim: int) -> tuple[fl
             smooth = (old / wavelen - low) / (high - low)
             out.append(1 / ((1 - smooth) / factor + smooth))
     return tuple(out)
+
+
+# The (low_freq_factor, high_freq_factor) pairs and original contexts tried by llama3_parameters:
+# Llama 3.1/3.2's (1, 4) and 8192 first, then what other llama3-scaled models use.
+_LLAMA3_LOW_HIGH = ((1.0, 4.0), (1.0, 2.0), (1.0, 8.0), (2.0, 8.0))
+_LLAMA3_CONTEXTS = (8192, *(2**k for k in range(4, 21) if 2**k != 8192))
+
+
+def llama3_parameters(factors: Sequence[float], theta: float, dim: int) -> dict[str, Any] | None:
+    """`rope_type: llama3` parameters whose per-frequency factors (llama3_factors) are `factors`, or
+    None when none of the candidates reproduces them.
+
+    A GGUF stores only the factors, and different parameter sets can give the same factors at a
+    model's frequencies; any one that reproduces all of them makes transformers compute the same
+    positions, so the first match is returned. The scaling factor is the largest stored factor (the
+    lowest frequencies are divided by it); the rest is searched among the values models use.
+    """
+    if len(factors) != dim // 2 or not factors:
+        return None
+    factor = float(max(factors))
+    for low, high in _LLAMA3_LOW_HIGH:
+        for old in _LLAMA3_CONTEXTS:
+            rope = {
+                "rope_type": "llama3",
+                "rope_theta": float(theta),
+                "factor": factor,
+                "low_freq_factor": low,
+                "high_freq_factor": high,
+                "original_max_position_embeddings": old,
+            }
+            computed = llama3_factors(rope, theta, dim)
+            if all(
+                math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE) for a, b in zip(factors, computed, strict=True)
+            ):
+                return rope
+    return None
 
 
 def _hf_vocabulary(
