@@ -179,12 +179,19 @@ def load_hf_model(spec: BaseSpec, load_kwargs: dict[str, Any]) -> Any:
         return AutoModelForCausalLM.from_pretrained(spec.ref, **load_kwargs)
     path = Path(spec.ref)
     # validated before transformers' GGUF loader reads it
-    key_length = read_base_gguf(path).arch_int("attention.key_length")
+    summary = read_base_gguf(path)
+    check_gguf_weights_loadable(summary.architecture or "", path)
+    key_length = summary.arch_int("attention.key_length")
+    rope = gguf_llama3_rope(path, summary)
     config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
     # transformers' GGUF config mapping ignores `<arch>.attention.key_length`, so a model whose head
     # size is not hidden/heads (Qwen 3's explicit head_dim) gets the config class default instead.
     if key_length is not None and hasattr(config, "head_dim"):
         config.head_dim = key_length
+    # ...and it ignores the `rope_freqs` tensor, Llama 3.1's `rope_scaling: llama3`: without this the
+    # adapter would learn on other positions than llama.cpp serves it on.
+    if rope is not None:
+        config.rope_parameters = rope
     with _quiet_gguf_progress():
         return AutoModelForCausalLM.from_pretrained(
             str(path.parent), gguf_file=path.name, config=config, **load_kwargs
@@ -208,3 +215,52 @@ def _quiet_gguf_progress() -> Iterator[None]:
         yield
     finally:
         gguf_utils.tqdm = original
+
+
+# What to train on instead, for architectures whose GGUF weights transformers cannot read.
+_HF_WEIGHTS_OF = {"seed_oss": "NousResearch/Hermes-4.3-36B"}
+
+
+def check_gguf_weights_loadable(arch: str, path: Path) -> None:
+    """TuneError (one line) when transformers' GGUF loader cannot read this architecture's weights
+    (Seed-OSS, Hermes 4.3): such a model trains on its Hugging Face weights, with the GGUF as
+    `--base-gguf` for the tokenizer and the identity the adapter records."""
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    if arch in GGUF_SUPPORTED_ARCHITECTURES:
+        return
+    hf = _HF_WEIGHTS_OF.get(arch, "<its Hugging Face model>")
+    raise TuneError(
+        f"--base {path}: transformers cannot read {arch} weights from a GGUF; train on the Hugging Face "
+        f"weights and name this file as the served one (--base {hf} --base-gguf {path})"
+    )
+
+
+def gguf_llama3_rope(path: Path, summary: GGUFSummary) -> dict[str, Any] | None:
+    """The `rope_type: llama3` parameters that reproduce the GGUF's `rope_freqs` factors (how
+    llama.cpp's converter stores Llama 3.1's scaling), or None for a GGUF without them.
+    TuneError when no llama3 parameter set reproduces them."""
+    from hermesd.models.gguf_validate import ROPE_FREQS_TENSOR, read_vocabulary
+    from hermesd.models.pairing import llama3_parameters
+
+    try:
+        freqs = read_vocabulary(path).rope_freqs
+    except GGUFValidationError as exc:
+        raise TuneError(f"refusing a damaged or hostile base model file: {exc}") from None
+    if freqs is None:
+        return None
+    theta = summary.arch_value("rope.freq_base")
+    theta = float(theta) if isinstance(theta, int | float) else 10000.0
+    hidden, heads = summary.arch_int("embedding_length"), summary.arch_int("attention.head_count")
+    dim = (
+        summary.arch_int("rope.dimension_count")
+        or summary.arch_int("attention.key_length")
+        or (hidden // heads if hidden and heads else 0)
+    )
+    rope = llama3_parameters(freqs, theta, dim)
+    if rope is None:
+        raise TuneError(
+            f"--base {path}: its {ROPE_FREQS_TENSOR} factors match no llama3 RoPE scaling, so its positions "
+            f"cannot be reproduced in training; train on the Hugging Face weights (--base-gguf {path})"
+        )
+    return rope
