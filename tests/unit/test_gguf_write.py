@@ -36,6 +36,12 @@ NAMES = [
     ("qwen3", "model.layers.3.self_attn.k_norm.weight", "blk.3.attn_k_norm.weight"),
     ("qwen3", "model.layers.39.self_attn.q_proj.weight", "blk.39.attn_q.weight"),
     ("qwen3", "model.embed_tokens.weight", "token_embd.weight"),
+    # seed_oss (Hermes 4.3): q/k/v biases, and its post-attention norm is llama.cpp's attn_post_norm
+    ("seed_oss", "model.layers.63.self_attn.q_proj.bias", "blk.63.attn_q.bias"),
+    ("seed_oss", "model.layers.0.self_attn.v_proj.bias", "blk.0.attn_v.bias"),
+    ("seed_oss", "model.layers.0.post_attention_layernorm.weight", "blk.0.post_attention_norm.weight"),
+    ("seed_oss", "model.layers.0.self_attn.o_proj.weight", "blk.0.attn_output.weight"),
+    ("seed_oss", "lm_head.weight", "output.weight"),
     # peft LoRA parameters: saved adapters drop the adapter name, live models keep it ("default").
     (
         "llama",
@@ -49,6 +55,11 @@ NAMES = [
         "blk.2.attn_output.weight.lora_b",
     ),
     ("qwen3", "model.layers.1.mlp.up_proj.lora_A.weight", "blk.1.ffn_up.weight.lora_a"),
+    (
+        "seed_oss",
+        "base_model.model.model.layers.7.self_attn.k_proj.lora_B.default.weight",
+        "blk.7.attn_k.weight.lora_b",
+    ),
 ]
 
 
@@ -238,6 +249,42 @@ def test_written_model_reads_back(tmp_path: Path, arch: str, quant: str) -> None
         t = tensors[name]
         got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(want.shape)
         np.testing.assert_allclose(got, want, atol=tolerance * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize(
+    ("rope", "expected"),
+    [
+        # Llama 3.1's scaling over a 32-token original context, head size 16, theta 1000: the
+        # frequencies fall in the kept (1), smoothed and divided (8) bands of the converter
+        (
+            {
+                "rope_type": "llama3",
+                "rope_theta": 1000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 32,
+            },
+            [1.0, 2.1751, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0],
+        ),
+        ({"rope_type": "default", "rope_theta": 1000.0}, None),
+    ],
+)
+def test_llama3_rope_is_written_as_the_rope_freqs_tensor(
+    tmp_path: Path, rope: dict[str, Any], expected: list[float] | None
+) -> None:
+    config = _config("llama") | {"rope_parameters": rope}
+    path = tmp_path / "m.gguf"
+    write_model_gguf(
+        path, arch="llama", config=config, state_dict=_state_dict(config), tokenizer=TOKENIZER, name="x"
+    )
+    tensors = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    if expected is None:
+        assert "rope_freqs.weight" not in tensors
+        return
+    freqs = tensors["rope_freqs.weight"]
+    assert freqs.tensor_type == gguf.GGMLQuantizationType.F32
+    np.testing.assert_allclose(np.asarray(freqs.data), expected, rtol=1e-4)
 
 
 def test_missing_config_field_is_named(tmp_path: Path) -> None:

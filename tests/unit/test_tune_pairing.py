@@ -179,3 +179,64 @@ def test_the_tune_check_reads_a_folder_and_refuses_with_a_tune_error(tmp_path: P
     # a GGUF base is the served network itself; a base without a GGUF has nothing to pair with
     check_base_pairing(BaseSpec("gguf", str(gguf_path), gguf_path))
     check_base_pairing(BaseSpec("hf-dir", str(folder), None))
+
+
+def _llama3(factor: float, low: float, high: float, old: int) -> dict[str, Any]:
+    keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+    return {"rope_type": "llama3", **dict(zip(keys, (factor, low, high, old), strict=True))}
+
+
+@pytest.mark.parametrize(
+    ("rope", "theta", "dim"),
+    [
+        (_llama3(8.0, 1.0, 4.0, 8192), 500000.0, 128),  # Llama 3.1 (Hermes 4 70B/405B)
+        (_llama3(32.0, 1.0, 4.0, 8192), 500000.0, 64),  # Llama 3.2
+        (_llama3(8.0, 1.0, 4.0, 32), 10000.0, 16),  # the parity tests' tiny model
+        (_llama3(16.0, 1.0, 2.0, 4096), 10000.0, 64),
+    ],
+)
+def test_llama3_parameters_reproduce_the_stored_factors(rope: dict[str, Any], theta: float, dim: int) -> None:
+    from hermesd.models.pairing import llama3_factors, llama3_parameters
+
+    factors = llama3_factors(rope, theta, dim)
+    found = llama3_parameters(factors, theta, dim)
+    assert found is not None and found["rope_type"] == "llama3" and found["rope_theta"] == theta
+    assert llama3_factors(found, theta, dim) == pytest.approx(factors, rel=1e-6)
+    if rope["original_max_position_embeddings"] == 8192:  # Llama's own: found as they are
+        assert found == rope | {"rope_theta": theta}
+
+
+@pytest.mark.parametrize(
+    ("factors", "dim"),
+    [
+        ([1.0, 3.0, 2.0, 8.0], 8),  # not monotonic: no llama3 scaling
+        ([1.0, 1.0, 8.0], 8),  # one factor missing for the head size
+        ([1.0, 1.1, 7.0, 8.0], 8),  # a smooth band no searched parameter set gives
+    ],
+)
+def test_llama3_parameters_none_when_nothing_reproduces_the_factors(factors: list[float], dim: int) -> None:
+    from hermesd.models.pairing import llama3_parameters
+
+    assert llama3_parameters(factors, 10000.0, dim) is None
+
+
+@pytest.mark.parametrize(
+    ("rope_freqs", "expected"),
+    [
+        (None, None),  # no rope_freqs tensor: transformers' default RoPE is right
+        (llama3_factors(500000.0), LLAMA3 | {"rope_theta": 500000.0}),
+        ([1.0, 3.0, 2.0, 8.0, 8.0, 8.0, 8.0, 8.0], TuneError),
+    ],
+)
+def test_the_gguf_base_path_reads_llama3_scaling_from_rope_freqs(
+    tmp_path: Path, rope_freqs: list[float] | None, expected: Any
+) -> None:
+    """load_hf_model's fix for a Llama 3.1 GGUF (its logits are in tests/engine/test_lora_parity_archs.py)."""
+    from hermesd.runtime.tune.base import gguf_llama3_rope, read_base_gguf
+
+    path = write_gguf(tmp_path / "m.gguf", rope_freqs=rope_freqs)
+    if expected is TuneError:
+        with pytest.raises(TuneError, match=r"rope_freqs\.weight factors match no llama3 RoPE scaling"):
+            gguf_llama3_rope(path, read_base_gguf(path))
+        return
+    assert gguf_llama3_rope(path, read_base_gguf(path)) == expected
