@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import click
 from rich.console import Console
@@ -315,6 +315,12 @@ def _base(kw: dict[str, Any]) -> tuple[str, Path | None]:
     method is 4-bit QLoRA (a CUDA GPU, or --method qlora-nf4) and the served file is a catalog
     variant, that variant's Hugging Face repo, the adapter written for the served GGUF."""
     if kw["base"]:
+        if kw["base_gguf"] is None and not Path(kw["base"]).expanduser().is_file():
+            # a Hugging Face base: the adapter is for the served GGUF (its fingerprint), else the
+            # daemon would refuse it after the training
+            served = _served_model(required=False)
+            if served is not None and Path(served).is_file():
+                return kw["base"], Path(served)
         return kw["base"], kw["base_gguf"]
     from hermesd.runtime.tune.shape import catalog_repo_of
 
@@ -337,14 +343,27 @@ def _accelerators() -> Accelerators:
     return detect_accelerators()
 
 
-def _served_model() -> str:
+@overload
+def _served_model(required: Literal[True] = ...) -> str: ...
+
+
+@overload
+def _served_model(required: bool) -> str | None: ...
+
+
+def _served_model(required: bool = True) -> str | None:
+    """The GGUF hermesd serves (its settings: HERMESD_MODEL, the config file)."""
     from hermesd.server.settings import load_settings
 
     try:
         model = load_settings({}).model
     except ValueError as exc:
+        if not required:
+            return None
         fail(f"cannot read hermesd settings: {exc}")
     if model is None:
+        if not required:
+            return None
         fail("no --base given and no model in hermesd's settings (HERMESD_MODEL / config file)", 2)
     return str(model)
 

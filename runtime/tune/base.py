@@ -163,7 +163,11 @@ def tokenizer_for(spec: BaseSpec) -> TokenizerBundle:
 def model_architecture(spec: BaseSpec) -> str:
     """The GGUF architecture name the adapter is written for (checked before any training)."""
     if spec.gguf is not None:
-        return check_architecture(read_base_gguf(spec.gguf).architecture or "", str(spec.gguf))
+        summary = read_base_gguf(spec.gguf)
+        arch = check_architecture(summary.architecture or "", str(spec.gguf))
+        if spec.kind == "gguf":  # its weights are what trains: refused now, not after the plan
+            check_gguf_weights_loadable(summary, spec.gguf)
+        return arch
     from transformers import AutoConfig
 
     return check_architecture(str(AutoConfig.from_pretrained(spec.ref).model_type), spec.ref)
@@ -180,7 +184,7 @@ def load_hf_model(spec: BaseSpec, load_kwargs: dict[str, Any]) -> Any:
     path = Path(spec.ref)
     # validated before transformers' GGUF loader reads it
     summary = read_base_gguf(path)
-    check_gguf_weights_loadable(summary.architecture or "", path)
+    check_gguf_weights_loadable(summary, path)
     key_length = summary.arch_int("attention.key_length")
     rope = gguf_llama3_rope(path, summary)
     config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -217,19 +221,22 @@ def _quiet_gguf_progress() -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
-# What to train on instead, for architectures whose GGUF weights transformers cannot read.
-_HF_WEIGHTS_OF = {"seed_oss": "NousResearch/Hermes-4.3-36B"}
-
-
-def check_gguf_weights_loadable(arch: str, path: Path) -> None:
+def check_gguf_weights_loadable(summary: GGUFSummary, path: Path) -> None:
     """TuneError (one line) when transformers' GGUF loader cannot read this architecture's weights
     (Seed-OSS, Hermes 4.3): such a model trains on its Hugging Face weights, with the GGUF as
     `--base-gguf` for the tokenizer and the identity the adapter records."""
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
+    arch = summary.architecture or ""
     if arch in GGUF_SUPPORTED_ARCHITECTURES:
         return
-    hf = _HF_WEIGHTS_OF.get(arch, "<its Hugging Face model>")
+    from hermesd.models.catalog import CatalogError, load_catalog
+
+    try:  # the catalog names each variant's Hugging Face repo
+        variant = load_catalog().variant_of_file(path.name, arch, summary.arch_int("block_count"))
+    except CatalogError:
+        variant = None
+    hf = variant.hf_repo if variant is not None and variant.hf_repo else "<its Hugging Face repo>"
     raise TuneError(
         f"--base {path}: transformers cannot read {arch} weights from a GGUF; train on the Hugging Face "
         f"weights and name this file as the served one (--base {hf} --base-gguf {path})"

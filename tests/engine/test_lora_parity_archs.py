@@ -141,16 +141,23 @@ def test_the_gguf_base_path_keeps_the_llama3_scaling(trained: Callable[[Kind], T
 
 
 def test_a_seed_oss_gguf_base_is_refused_naming_the_hugging_face_route(
-    trained: Callable[[Kind], Trained],
+    trained: Callable[[Kind], Trained], tmp_path: Path
 ) -> None:
+    """Refused when the run checks its base (before the plan and any loading), naming the catalog's
+    repo when the file is a catalog variant (here by its file name)."""
     import torch
 
-    from hermesd.runtime.tune.base import TuneError, load_hf_model, resolve_base
+    from hermesd.runtime.tune.base import TuneError, load_hf_model, model_architecture, resolve_base
 
-    gguf = trained("seed_oss").gguf
-    with pytest.raises(TuneError) as err:
-        load_hf_model(resolve_base(str(gguf)), {"dtype": torch.float32})
-    message = str(err.value)
-    assert "\n" not in message
-    assert f"--base NousResearch/Hermes-4.3-36B --base-gguf {gguf}" in message
-    assert "transformers cannot read seed_oss weights from a GGUF" in message
+    served = tmp_path / "Hermes-4.3-36B-Q4_K_M.gguf"
+    served.symlink_to(trained("seed_oss").gguf)
+    for check in (model_architecture, lambda spec: load_hf_model(spec, {"dtype": torch.float32})):
+        with pytest.raises(TuneError) as err:
+            check(resolve_base(str(served)))
+        message = str(err.value)
+        assert "\n" not in message
+        assert f"--base NousResearch/Hermes-4.3-36B --base-gguf {served}" in message
+        assert "transformers cannot read seed_oss weights from a GGUF" in message
+    unknown = trained("seed_oss").gguf  # a file the catalog does not know
+    with pytest.raises(TuneError, match="--base <its Hugging Face repo> --base-gguf"):
+        model_architecture(resolve_base(str(unknown)))
