@@ -144,3 +144,18 @@ def test_a_full_disk_while_saving_is_one_line_that_says_resume(tmp_path: Path, c
 def test_other_os_errors_are_not_called_a_full_disk(tmp_path: Path) -> None:
     with pytest.raises(PermissionError), _saving_errors(tmp_path):
         raise PermissionError(errno.EACCES, "Permission denied")
+
+
+def test_a_hub_base_without_base_gguf_is_written_for_the_served_gguf(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --base-gguf the served GGUF (hermesd's settings) is the one the adapter is for, so the
+    pairing check runs against it (and refuses a different network) before any training."""
+    monkeypatch.setenv("HERMESD_MODEL", str(tiny_model("qwen3")))
+    hub.add(REPO, repo_files({"num_hidden_layers": 3}))
+    args = [
+        "--base", REPO, "--data", str(zephyr_jsonl(tmp_path)), "--name", "hub",
+        "--state-dir", str(tmp_path / "state"), "--no-load", "--dry-run",
+    ]  # fmt: skip
+    result = CliRunner().invoke(tune_command, args, catch_exceptions=False)
+    one_line_error(result, f"{tiny_model('qwen3').name} and {REPO} are not the same network")
