@@ -23,6 +23,7 @@ import numpy as np
 
 from hermesd.runtime.tune.checkpoint import CheckpointState, load_checkpoint, save_checkpoint
 from hermesd.runtime.tune.config import TrainConfig, lr_factor
+from hermesd.runtime.tune.plan import LOSS_CHUNK
 from hermesd.runtime.tune.render import Row
 
 log = logging.getLogger(__name__)
@@ -118,15 +119,67 @@ def make_batch(rows: Sequence[Row], pad_id: int, device: Any = "cpu") -> dict[st
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
-def token_loss_sum(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
-    """Sum of next-token cross-entropy over labelled positions, and how many there were."""
+def token_loss_sum(model: Any, batch: dict[str, Any], chunk: int = LOSS_CHUNK) -> tuple[Any, int]:
+    """Sum of next-token cross-entropy over labelled positions, and how many there were.
+
+    The logits are never whole: vocabulary x tokens of them is gigabytes at long sequences (152k x
+    8k tokens is 5 GB in fp32, twice that with the gradient). The decoder runs to its last hidden
+    states; only the labelled positions go through the output layer, `chunk` tokens at a time, each
+    chunk under activation checkpointing, so its logits are freed after its forward and recomputed
+    in the backward pass. The sum and the gradients are those of the whole-logits loss."""
+    import torch
+    import torch.utils.checkpoint
+
+    targets = batch["labels"][:, 1:]
+    keep = targets != IGNORE
+    parts = _decoder_and_head(model)
+    if parts is None:  # not a transformers causal LM we can split: the whole logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return _logits_loss(logits[:, :-1][keep], targets[keep]), int(keep.sum())
+    decoder, head = parts
+    hidden = decoder(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    # a model split over GPUs ends on the last one, where the labels may not be
+    keep, targets = keep.to(hidden.device), targets.to(hidden.device)
+    picked, wanted = hidden[:, :-1][keep], targets[keep]
+    # starts from the (empty) picked states so that a batch without labels still has a graph to
+    # run backward through, as the whole-logits loss had
+    total = picked[:0].float().sum()
+    for start in range(0, wanted.shape[0], chunk):
+        h, t = picked[start : start + chunk], wanted[start : start + chunk]
+        if torch.is_grad_enabled():
+            total = total + torch.utils.checkpoint.checkpoint(_chunk_loss, head, h, t, use_reentrant=False)
+        else:
+            total = total + _chunk_loss(head, h, t)
+    return total, int(keep.sum())
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """The decoder (to the final hidden states) and the output layer of a (peft-wrapped)
+    transformers causal LM. Hermes' architectures (llama, qwen3, seed_oss) apply nothing between
+    the two (no logit scale, no softcapping), so head(decoder(x)) is the model's logits."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_decoder, get_head = getattr(base, "get_decoder", None), getattr(base, "get_output_embeddings", None)
+    if get_decoder is None or get_head is None:
+        return None
+    if getattr(base.config, "final_logit_softcapping", None) or getattr(base.config, "logit_scale", None):
+        return None
+    decoder, head = get_decoder(), get_head()
+    if decoder is None or head is None or decoder is base:
+        return None
+    return decoder, head
+
+
+def _chunk_loss(head: Any, hidden: Any, targets: Any) -> Any:
+    return _logits_loss(head(hidden), targets)
+
+
+def _logits_loss(logits: Any, targets: Any) -> Any:
     import torch
 
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    targets = batch["labels"][:, 1:]
-    flat = logits[:, :-1, :].reshape(-1, logits.shape[-1]).float()
-    loss = torch.nn.functional.cross_entropy(flat, targets.reshape(-1), ignore_index=IGNORE, reduction="sum")
-    return loss, int((targets != IGNORE).sum())
+    # fp32 for the log-softmax: bf16 logits lose the small differences between large values
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
 
 
 def evaluate(model: Any, rows: Sequence[Row], batch_size: int, pad_id: int, device: Any = "cpu") -> float:
