@@ -1,7 +1,7 @@
 """Checkpoints of a LoRA run: enough to continue exactly where it stopped.
 
 A checkpoint holds the LoRA weights, the optimizer's state, the number of optimizer steps done and
-torch's random state (dropout). The data order is a function of (seed, epoch), so it needs no saving.
+torch's random state (dropout; the CPU's and, when training on CUDA, every GPU's). The data order is a function of (seed, epoch), so it needs no saving.
 Written into a temporary folder and renamed over the previous one: a run killed while saving keeps
 the previous checkpoint intact.
 """
@@ -36,7 +36,10 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: Checkpoint
         lora = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
         torch.save(lora, tmp / "lora.pt")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save({"cpu": torch.get_rng_state()}, tmp / "rng.pt")
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():  # dropout on a GPU draws from the GPUs' generators
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
         meta = {"step": state.step, "identity": state.identity, "eval_loss_before": state.eval_loss_before}
         (tmp / "state.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
         for f in tmp.iterdir():
@@ -76,6 +79,8 @@ def load_checkpoint(run_dir: Path, model: Any, optimizer: Any) -> None:
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
     rng = torch.load(folder / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def clear_checkpoint(run_dir: Path) -> None:
