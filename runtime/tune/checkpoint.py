@@ -1,7 +1,8 @@
 """Checkpoints of a LoRA run: enough to continue exactly where it stopped.
 
 A checkpoint holds the LoRA weights, the optimizer's state, the number of optimizer steps done and
-torch's random state (dropout; the CPU's and, when training on CUDA, every GPU's). The data order is a function of (seed, epoch), so it needs no saving.
+torch's random state (dropout; the CPU's and, when training on CUDA, every GPU's). The data order is
+a function of (seed, epoch), so it needs no saving.
 Written into a temporary folder and renamed over the previous one: a run killed while saving keeps
 the previous checkpoint intact.
 """
