@@ -37,7 +37,7 @@ def save_checkpoint(run_dir: Path, model: Any, optimizer: Any, state: Checkpoint
         lora = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(model).items()}
         torch.save(lora, tmp / "lora.pt")
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        rng = {"cpu": torch.get_rng_state()}
+        rng: dict[str, Any] = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():  # dropout on a GPU draws from the GPUs' generators
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, tmp / "rng.pt")
