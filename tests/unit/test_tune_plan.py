@@ -102,6 +102,33 @@ def test_readme_table(
         assert plan.reason and plan.suggestions, plan.lines()
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_COLUMNS = ("hermes-4-14b", "hermes-4.3-36b", "hermes-4-70b", "hermes-4-405b")
+
+
+def readme_cells() -> dict[tuple[str, str], tuple[float, bool]]:
+    """(profile, variant) -> (GiB, fits) from the README's training table: `| one 24 GB GPU
+    (`rtx4090-24gb`) | 17.0 fits | 29.4 no | ...`."""
+    out: dict[tuple[str, str], tuple[float, bool]] = {}
+    for line in README.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 5 or "`" not in cells[0] or not cells[1][:1].isdigit():
+            continue
+        profile = cells[0].split("`")[1]
+        for variant, cell in zip(README_COLUMNS, cells[1:], strict=True):
+            figure, verdict = cell.split()[:2]
+            out[(profile, variant)] = (float(figure), verdict.rstrip(",") == "fits")
+    return out
+
+
+def test_the_readme_table_is_the_plans() -> None:
+    """The README's figures are TABLE's (which the plan must give): the two cannot drift apart."""
+    cells = readme_cells()
+    assert set(cells) == {(profile, variant) for profile, variant, *_ in TABLE}
+    for profile, variant, _, fits, _, need_gib in TABLE:
+        assert cells[(profile, variant)] == (need_gib, fits), (profile, variant)
+
+
 def test_24gb_gpu_trains_14b_as_qlora_on_the_hugging_face_repo_with_its_numbers() -> None:
     plan = plan_for("14b", "rtx4090-24gb")
     assert plan.fits and plan.method == "qlora-nf4" and plan.base == "NousResearch/Hermes-4-14B"
