@@ -553,7 +553,12 @@ def _show_plan(kw: dict[str, Any], console: Console) -> int:
             machine = replace(machine, gpus=())
         served = None if kw["base"] or kw["variant"] else _served_model()
         gpu = bool(machine.gpus) and machine.cuda_usable
-        target = plan_target(kw["base"], kw["base_gguf"], kw["variant"], served=served, gpu=gpu)
+        # QLoRA (on a GPU, or asked for) trains a catalog variant on its Hugging Face repo
+        qlora = kw["method"] == "qlora-nf4" or (kw["method"] == "auto" and gpu)
+        target = plan_target(kw["base"], kw["base_gguf"], kw["variant"], served=served, gpu=qlora)
+        if kw["method"] != "auto":  # the run's own check of the choice (bitsandbytes aside: the
+            # machine planned for may not be this one)
+            choose_method(kw["device"], kw["method"], cuda=gpu, bitsandbytes=True, hf_base=target.hf_base)
         lengths = []
         if kw["data"] is not None:
             lengths = [estimate_tokens(c) for c in load_jsonl(kw["data"]).conversations]
@@ -562,6 +567,7 @@ def _show_plan(kw: dict[str, Any], console: Console) -> int:
             targets=_targets(kw["target_modules"]),
             batch=kw["batch_size"],
             seq_len=kw["max_seq_len"] or TrainConfig.max_seq_len,
+            method=None if kw["method"] == "auto" else kw["method"],
             hf_base=target.hf_base,
             tokens_per_epoch=sum(lengths) if lengths else None,
             tokens_per_s=kw["tokens_per_s"],

@@ -314,7 +314,8 @@ def plan_training(
     notes = list(plan.notes)
     if method != "lora-fp32" and not machine.cuda_usable:
         notes.append("torch cannot drive a CUDA GPU here (a CPU-only torch?)")
-    if method == "lora-fp32" and shape.n_params > 3_000_000_000:
+    on_cpu = method == "lora-fp32" or not (machine.gpus and machine.cuda_usable)
+    if on_cpu and shape.n_params > 3_000_000_000:
         notes.append(
             f"on a CPU a model of {shape.n_params / 1e9:.0f}B parameters trains for days: use a CUDA GPU"
         )

@@ -325,6 +325,35 @@ def test_plan_on_a_simulated_cpu_box_exits_non_zero_with_the_reason(tmp_path: Pa
     assert doc["devices"] == [] and doc["tokens_per_epoch"] == 212
 
 
+@pytest.mark.parametrize(
+    ("profile", "method", "expected"),
+    [
+        # asked for on a CPU box: 4 bits in RAM (bitsandbytes' CPU backend), with the warning
+        ("cpu-64gb", "qlora-nf4", ("qlora-nf4", True, 0, "NousResearch/Hermes-4-14B")),
+        # asked for on a GPU: the dequantized GGUF in bf16, which the 24 GB card cannot hold
+        ("rtx4090-24gb", "lora-bf16", ("lora-bf16", False, 1, None)),
+    ],
+)
+def test_plan_follows_method(tmp_path: Path, profile: str, method: str, expected: tuple[Any, ...]) -> None:
+    result = invoke(
+        "--plan", "--json", "--variant", "14b", "--method", method,
+        "--hardware", PROFILES / f"{profile}.json", "--state-dir", tmp_path,
+    )  # fmt: skip
+    doc = json.loads(result.output)
+    got = (doc["method"], doc["fits"], len(doc["devices"]), doc["base"] if expected[3] else None)
+    assert got == expected, doc
+    if profile == "cpu-64gb":
+        assert any("trains for days" in n for n in doc["notes"])
+
+
+def test_plan_refuses_qlora_on_a_gguf_base_in_one_line(tmp_path: Path) -> None:
+    result = invoke(
+        "--plan", "--base", str(write_fake_14b(tmp_path / "x.gguf")), "--method", "qlora-nf4",
+        "--hardware", PROFILES / "rtx4090-24gb.json", "--state-dir", tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 1 and "cannot load a GGUF that way" in result.output
+
+
 def test_plan_with_an_unknown_variant_is_one_line(tmp_path: Path) -> None:
     result = invoke(
         "--plan", "--variant", "3b", "--hardware", PROFILES / "cpu-64gb.json", "--state-dir", tmp_path
