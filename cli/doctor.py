@@ -40,13 +40,12 @@ from hermesd.runtime.engine.capabilities import (
     save_record,
 )
 from hermesd.runtime.gpu_access import GpuAccess
-from hermesd.runtime.hardware import Hardware
+from hermesd.runtime.hardware import AMX_FLAGS, Hardware
 from hermesd.server.settings import ConfigFileError, Settings, load_settings
 
 Status = Literal["OK", "WARN", "FAIL"]
 GIB = 1024**3
 MIN_FREE_DISK = 10 * GIB  # the smallest Hermes 4 (14B Q4_K_M) is ~9 GB
-AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
 UNIT = Path("/etc/systemd/system/hermesd.service")
 
 

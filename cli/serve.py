@@ -26,7 +26,7 @@ from hermesd.runtime.engine.load_report import OffloadError, check_offload
 from hermesd.runtime.engine.protocol import Engine
 from hermesd.runtime.engine.speculation import SpeculationSettings
 from hermesd.runtime.gpu_access import GpuAccess
-from hermesd.runtime.hardware import Worker
+from hermesd.runtime.hardware import Worker, extra_buffers_by_default, read_cpu_features
 from hermesd.runtime.planner import engine_split
 from hermesd.server.settings import ConfigFileError, Settings, load_settings
 
@@ -44,20 +44,23 @@ def fail(message: str) -> None:
 
 def engine_config(settings: Settings, model_path: Path, draft_path: Path | None = None) -> EngineConfig:
     threads = settings.threads or default_threads()
+    extra_buffers = settings.cpu_extra_buffers
+    if extra_buffers is None:
+        extra_buffers = extra_buffers_by_default(read_cpu_features())
     draft = None
     if draft_path is not None:
         # the draft goes where the model's layers go: all on the GPUs, or all on the CPU
         draft = LlamaModelConfig(
             path=draft_path,
             gpu_layers=0 if settings.gpu_layers == 0 else -1,
-            cpu_extra_buffers=settings.cpu_extra_buffers,
+            cpu_extra_buffers=extra_buffers,
         )
     return EngineConfig(
         model=LlamaModelConfig(
             path=model_path,
             gpu_layers=settings.gpu_layers,
             tensor_split=tuple(settings.tensor_split),
-            cpu_extra_buffers=settings.cpu_extra_buffers,
+            cpu_extra_buffers=extra_buffers,
         ),
         context=ContextSettings(
             ctx=settings.ctx,

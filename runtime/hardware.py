@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -538,7 +538,18 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def read_cpu_features(cpuinfo: Path) -> tuple[str, ...]:
+AMX_FLAGS = ("amx_tile", "amx_int8", "amx_bf16")
+
+
+def extra_buffers_by_default(cpu_features: Sequence[str]) -> bool:
+    """Whether llama.cpp's extra CPU buffer types (weight repacking for the AVX2/AVX-512 kernels, and
+    AMX) are on when the user did not say: on, as llama-server has them, unless the CPU reports AMX,
+    whose tile instructions trap (SIGILL) inside many virtual machines on the first quantized matmul.
+    Repacking alone is plain SIMD code, safe wherever the CPU runs the rest of llama.cpp."""
+    return not any(flag in cpu_features for flag in AMX_FLAGS)
+
+
+def read_cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
     """The llama.cpp-relevant CPU flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM)."""
     try:
         text = cpuinfo.read_text(encoding="utf-8", errors="replace")

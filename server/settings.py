@@ -93,9 +93,10 @@ class Settings(BaseSettings):
     # None leaves it to llama.cpp ("auto": on where the backend supports it), as llama-server does,
     # so the two run the same attention kernels
     flash_attn: bool | None = Field(None, description="flash attention (default: llama.cpp's auto)")
-    # llama.cpp's CPU "extra buffer types" (AMX and weight repacking). AMX traps in many VMs and
-    # kills the process with SIGILL on the first quantized matmul, so they stay off unless asked.
-    cpu_extra_buffers: bool = False
+    # llama.cpp's CPU "extra buffer types" (weight repacking and AMX). None: on, as llama-server has
+    # them, unless the CPU reports AMX, which traps in many VMs and kills the process with SIGILL on
+    # the first quantized matmul (runtime/hardware.extra_buffers_by_default)
+    cpu_extra_buffers: bool | None = None
     # llama.cpp RPC workers (`hermesd worker` on other hosts) that hold some of the layers
     worker: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

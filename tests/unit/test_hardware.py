@@ -16,6 +16,7 @@ from hermesd.runtime.hardware import (
     Hardware,
     HardwareProfileError,
     discover,
+    extra_buffers_by_default,
     hardware_from_dict,
     load_profile,
     read_cpu_features,
@@ -255,3 +256,18 @@ def test_bad_profiles_name_file_and_field(tmp_path: Path, doc: str, message: str
 def test_missing_profile_file(tmp_path: Path) -> None:
     with pytest.raises(HardwareProfileError, match="cannot read the hardware profile"):
         load_profile(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(
+    ("features", "on"),
+    [
+        (("avx2", "avx512f"), True),  # repacking for the AVX kernels, as llama-server has it
+        ((), True),
+        (("avx512f", "amx_tile", "amx_int8"), False),  # AMX traps (SIGILL) inside many VMs
+        (("amx_bf16",), False),
+    ],
+)
+def test_extra_buffers_are_on_by_default_unless_the_cpu_reports_amx(
+    features: tuple[str, ...], on: bool
+) -> None:
+    assert extra_buffers_by_default(features) is on
