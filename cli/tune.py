@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -230,7 +230,7 @@ def tune_command(**kw: Any) -> None:
     console = Console(soft_wrap=True)
     state_dir, client = resolve(kw["state_dir"], kw["serve_url"], kw["api_key"])
     if kw["plan_only"]:
-        sys.exit(_show_plan(kw, console))
+        sys.exit(_show_plan(kw, console, state_dir))
     if not kw["data"] or not kw["name"]:
         fail("--data and --name are required (or --plan alone)", 2)
     try:
@@ -519,7 +519,9 @@ def _check_plan(prepared: Prepared, opts: TuneOptions, folder: Path, console: Co
     tokens = sum(len(r) for r in prepared.train_rows)
     request = _request(opts, machine, hf_base=prepared.spec.kind != "gguf", tokens=tokens)
     gguf = str(prepared.spec.gguf) if prepared.spec.gguf else None
-    plan = plan_training(shape, machine, request, base=prepared.spec.ref, gguf=gguf)
+    plan = _timed(
+        lambda r: plan_training(shape, machine, r, base=prepared.spec.ref, gguf=gguf), request, opts.state_dir
+    )
     (folder / "plan.json").write_text(dumps(plan.to_json()), encoding="utf-8")
     devices = ", ".join(f"GPU {d.index} {gib(d.bytes)}" for d in plan.devices) or "no GPU"
     console.print(
@@ -531,12 +533,31 @@ def _check_plan(prepared: Prepared, opts: TuneOptions, folder: Path, console: Co
     return plan
 
 
+def _timed(
+    plan: Callable[[PlanRequest], TrainingPlan], request: PlanRequest, state_dir: Path
+) -> TrainingPlan:
+    """The plan, with the time per epoch from this machine's last run of the same base and method
+    when no throughput was stated (runtime/tune/throughput.py)."""
+    from hermesd.runtime.tune.throughput import measured_throughput
+
+    first = plan(request)
+    if request.tokens_per_s is not None or first.tokens_per_epoch is None:
+        return first
+    measured = measured_throughput(state_dir / "runs", first.base, first.method)
+    if measured is None:
+        return first
+    timed = plan(replace(request, tokens_per_s=measured.tokens_per_s))
+    speed = f"{measured.tokens_per_s:,.0f} tokens/s"
+    note = f"time per epoch from {speed}, measured by the run {measured.run!r} here"
+    return replace(timed, notes=(*timed.notes, note))
+
+
 def _refusal(plan: TrainingPlan) -> str:
     fits = "; ".join(plan.suggestions)
     return f"this run does not fit: {plan.reason}" + (f"; would fit: {fits}" if fits else "")
 
 
-def _show_plan(kw: dict[str, Any], console: Console) -> int:
+def _show_plan(kw: dict[str, Any], console: Console, state_dir: Path) -> int:
     """Print whether training fits this machine (or --hardware's, for --variant); exit status 0 if
     it does, 1 if not."""
     from hermesd.runtime.hardware import HardwareProfileError, load_profile
@@ -575,13 +596,12 @@ def _show_plan(kw: dict[str, Any], console: Console) -> int:
         if kw["max_seq_len"] is None and lengths:  # as a run would choose it: from the data, capped
             cap = longest_seq_len(target.shape, machine, request, upto=AUTO_MAX_SEQ_LEN)
             request = replace(request, seq_len=choose_max_seq_len(lengths, cap=cap or AUTO_MAX_SEQ_LEN))
-        plan = plan_training(
-            target.shape,
-            machine,
+        plan = _timed(
+            lambda r: plan_training(
+                target.shape, machine, r, base=target.base, gguf=target.gguf, alternatives=target.alternatives
+            ),
             request,
-            base=target.base,
-            gguf=target.gguf,
-            alternatives=target.alternatives,
+            state_dir,
         )
     except (HermesdError, HardwareProfileError) as exc:
         fail(str(exc))

@@ -396,3 +396,41 @@ def test_plan_for_the_served_gguf_on_a_simulated_24gb_gpu(
 def test_the_catalog_names_each_variants_hugging_face_repo(variant: str, repo: str) -> None:
     entry = CATALOG.variant(variant)
     assert entry is not None and entry.hf_repo == repo and "not checked against the hub" in entry.hf_repo_note
+
+
+def _past_run(state: Path, name: str, base: str, method: str, tokens_per_s: float) -> None:
+    folder = state / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"base": {"ref": base}, "device": {"method": method}}))
+    (folder / "metrics.json").write_text(json.dumps({"status": "finished", "tokens_per_s": tokens_per_s}))
+
+
+def test_the_time_per_epoch_comes_from_a_run_measured_here(tmp_path: Path) -> None:
+    """No throughput stated: the latest run of the same base and method on this machine gives it;
+    runs of another base or method do not."""
+    data = tmp_path / "d.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": "hello " * 50, "completion": "hi"}) + "\n" for _ in range(4))
+    )
+    args = [
+        "--plan",
+        "--json",
+        "--variant",
+        "14b",
+        "--hardware",
+        PROFILES / "rtx4090-24gb.json",
+        "--data",
+        data,
+    ]
+    state = tmp_path / "state"
+    unknown = json.loads(invoke(*args, "--state-dir", state).output)
+    assert unknown["seconds_per_epoch"] is None and unknown["tokens_per_epoch"] > 0
+    _past_run(state, "other-base", "NousResearch/Hermes-4-70B", "qlora-nf4", 999.0)
+    _past_run(state, "other-method", "NousResearch/Hermes-4-14B", "lora-bf16", 999.0)
+    assert json.loads(invoke(*args, "--state-dir", state).output)["seconds_per_epoch"] is None
+    _past_run(state, "legal", "NousResearch/Hermes-4-14B", "qlora-nf4", 250.0)
+    doc = json.loads(invoke(*args, "--state-dir", state).output)
+    assert doc["seconds_per_epoch"] == pytest.approx(doc["tokens_per_epoch"] / 250.0)
+    assert any("250 tokens/s, measured by the run 'legal'" in n for n in doc["notes"])
+    stated = json.loads(invoke(*args, "--state-dir", state, "--tokens-per-s", "100").output)
+    assert stated["seconds_per_epoch"] == pytest.approx(stated["tokens_per_epoch"] / 100.0)
