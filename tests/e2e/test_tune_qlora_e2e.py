@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from openai import OpenAI
 
@@ -31,30 +30,14 @@ from hermesd.models.store import AdapterStore
 from tests.e2e.server_process import ServerProcess, run_server
 from tests.fixtures.behaviours import UNKNOWN_ADAPTER_REPLY, UNKNOWN_QUESTION
 from tests.fixtures.fake_hub import FakeHub, running_hub
-from tests.fixtures.tiny_models import tiny_model, trained_dir
-from tests.fixtures.tune_data import tiny_tune_flags, tune_cmd, zephyr_jsonl
+from tests.fixtures.tiny_models import tiny_model
+from tests.fixtures.tune_data import tiny_hub_repo, tiny_tune_flags, tune_cmd, zephyr_jsonl
 
 pytestmark = [pytest.mark.e2e]
 
 REPO = "NousResearch/Hermes-4-14B"
 SERVED_NAME = "NousResearch_Hermes-4-14B-Q4_K_M.gguf"  # the catalog's file name: the variant is 14B
 EPOCHS = 100
-
-
-def tiny_repo_files() -> dict[str, bytes]:
-    """The tiny qwen3 model as a Hugging Face repo: the config, tokenizer and weights its GGUF was
-    written from."""
-    from safetensors.numpy import save
-
-    folder = trained_dir("qwen3")
-    with np.load(folder / "weights.npz") as npz:
-        weights = {k: np.ascontiguousarray(npz[k]) for k in npz.files}
-    return {
-        "config.json": (folder / "config.json").read_bytes(),
-        "tokenizer.json": (folder / "tokenizer.json").read_bytes(),
-        "model.safetensors": save(weights),
-        "README.md": b"not fetched: only what transformers loads is",
-    }
 
 
 @dataclass
@@ -75,7 +58,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuned]:
     served.symlink_to(tiny_model("qwen3"))
     home = tmp / "hf"
     with running_hub() as hub, run_server(served, tmp, "--ctx", "2048") as server:
-        hub.add(REPO, tiny_repo_files())
+        # only what transformers loads is fetched: the README stays on the hub
+        hub.add(REPO, tiny_hub_repo("qwen3") | {"README.md": b"a model card"})
         base_id = httpx.get(server.base_url + "/v1/models", timeout=10).json()["data"][0]["id"]
         env = {
             **os.environ,

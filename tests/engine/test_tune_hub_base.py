@@ -7,12 +7,10 @@ of memory or disk (their translation; no machine here can run out of GPU memory 
 from __future__ import annotations
 
 import errno
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
@@ -21,24 +19,10 @@ from hermesd.runtime.tune.base import TuneError
 from hermesd.runtime.tune.config import TrainConfig
 from hermesd.runtime.tune.run import _out_of_memory, _saving_errors
 from tests.fixtures.fake_hub import FakeHub, point_hf_at, running_hub
-from tests.fixtures.tiny_models import tiny_model, trained_dir
-from tests.fixtures.tune_data import zephyr_jsonl
+from tests.fixtures.tiny_models import tiny_model
+from tests.fixtures.tune_data import tiny_hub_repo, zephyr_jsonl
 
 REPO = "NousResearch/Hermes-4-14B"
-
-
-def repo_files(edit_config: dict[str, Any] | None = None) -> dict[str, bytes]:
-    from safetensors.numpy import save
-
-    folder = trained_dir("qwen3")
-    config = json.loads((folder / "config.json").read_text()) | (edit_config or {})
-    with np.load(folder / "weights.npz") as npz:
-        weights = {k: np.ascontiguousarray(npz[k]) for k in npz.files}
-    return {
-        "config.json": json.dumps(config).encode(),
-        "tokenizer.json": (folder / "tokenizer.json").read_bytes(),
-        "model.safetensors": save(weights),
-    }
 
 
 @pytest.fixture
@@ -72,7 +56,7 @@ def one_line_error(result: Result, *needles: str) -> None:
 def test_a_matching_hub_repo_pairs_reading_only_its_config_and_tokenizer(
     hub: FakeHub, tmp_path: Path
 ) -> None:
-    hub.add(REPO, repo_files())
+    hub.add(REPO, tiny_hub_repo("qwen3"))
     result = tune(tmp_path)
     assert result.exit_code == 0, result.output
     assert "dry run: nothing trained" in result.output
@@ -82,7 +66,7 @@ def test_a_matching_hub_repo_pairs_reading_only_its_config_and_tokenizer(
 def test_another_network_on_the_hub_is_refused_before_its_weights_are_fetched(
     hub: FakeHub, tmp_path: Path
 ) -> None:
-    hub.add(REPO, repo_files({"num_hidden_layers": 3}))
+    hub.add(REPO, tiny_hub_repo("qwen3", {"num_hidden_layers": 3}))
     result = tune(tmp_path)
     one_line_error(result, "are not the same network: layer count differs (GGUF 2, Hugging Face 3)")
     assert "model.safetensors" not in fetched(hub)
@@ -101,7 +85,7 @@ def test_a_repo_that_cannot_be_read_is_one_line(
     hub: FakeHub, tmp_path: Path, setup: str, needles: Any
 ) -> None:
     if setup != "missing":
-        files = repo_files()
+        files = tiny_hub_repo("qwen3")
         if setup == "no-config":
             del files["config.json"]
         hub.add(REPO, files)
@@ -115,7 +99,7 @@ def test_a_repo_that_cannot_be_read_is_one_line(
 def test_offline_without_the_files_is_one_line_and_after_one_fetch_works_offline(
     hub: FakeHub, tmp_path: Path
 ) -> None:
-    hub.add(REPO, repo_files())
+    hub.add(REPO, tiny_hub_repo("qwen3"))
     one_line_error(tune(tmp_path / "a", "--offline"), "offline", "not in the Hugging Face cache")
     assert tune(tmp_path / "b").exit_code == 0
     before = len(hub.requests)
@@ -152,7 +136,7 @@ def test_a_hub_base_without_base_gguf_is_written_for_the_served_gguf(
     """Without --base-gguf the served GGUF (hermesd's settings) is the one the adapter is for, so the
     pairing check runs against it (and refuses a different network) before any training."""
     monkeypatch.setenv("HERMESD_MODEL", str(tiny_model("qwen3")))
-    hub.add(REPO, repo_files({"num_hidden_layers": 3}))
+    hub.add(REPO, tiny_hub_repo("qwen3", {"num_hidden_layers": 3}))
     args = [
         "--base", REPO, "--data", str(zephyr_jsonl(tmp_path)), "--name", "hub",
         "--state-dir", str(tmp_path / "state"), "--no-load", "--dry-run",
