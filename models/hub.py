@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_GIT_OID_RE = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = ("1", "on", "yes", "true")
 
 
@@ -100,7 +101,9 @@ class HubEnv:
 class RemoteFile:
     path: str
     size: int | None
-    sha256: str | None
+    sha256: str | None  # LFS files (weights, GGUF)
+    # files kept in git itself (config.json, tokenizer.json): the hub gives their git blob id instead
+    git_oid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ def list_repo(repo: str, env: HubEnv, revision: str | None = None) -> tuple[str,
             s.rfilename,
             (s.lfs.size if s.lfs else s.size),
             (s.lfs.sha256 if s.lfs else None),
+            None if s.lfs else s.blob_id,
         )
         for s in info.siblings or []
     ]
@@ -295,7 +299,7 @@ def download(
             raise DownloadError(
                 f"{resolved.repo}/{f.path}: {path.stat().st_size} bytes on disk, {f.size} expected"
             )
-        verify_file(path, f.sha256, record, progress)
+        verify_file(path, f.sha256, record, progress, git_oid=f.git_oid)
         paths.append(path)
     return paths
 
@@ -336,6 +340,10 @@ def ensure_repo_files(
         for snapshot in _snapshots(repo, revision or "main", env):
             has_required = all((snapshot / name).is_file() for name in required)
             if has_required and _weights_complete(snapshot, patterns):
+                wanted = sorted(
+                    f for f in snapshot.iterdir() if any(fnmatch(f.name, pat) for pat in patterns)
+                )
+                verify_cached(wanted, progress=progress, verify_record=record)
                 return snapshot
         raise OfflineMissingError(
             f"{repo}: {', '.join(required)} not in the Hugging Face cache ({env.cache_dir}) and offline "
@@ -368,11 +376,20 @@ def _weights_complete(snapshot: Path, patterns: Sequence[str]) -> bool:
 
 
 def verify_file(
-    path: Path, expected: str | None, record: Path, progress: DownloadProgress | None = None
+    path: Path,
+    expected: str | None,
+    record: Path,
+    progress: DownloadProgress | None = None,
+    *,
+    git_oid: str | None = None,
 ) -> None:
-    """Raise ChecksumError (and evict the file from the cache) unless its sha256 is `expected`."""
+    """Raise ChecksumError (and evict the file from the cache) unless its sha256 is `expected`, or,
+    for a file kept in git (no sha256), unless its git blob id is `git_oid`."""
     if expected is None:
-        log.warning("%s: the hub gave no sha256 (not an LFS file); not verified", path)
+        if git_oid is not None:
+            _verify_git_blob(path, git_oid)
+        else:
+            log.warning("%s: the hub gave no checksum for it; not verified", path)
         return
     real = path.resolve()
     stat = real.stat()
@@ -392,16 +409,27 @@ def verify_file(
 def verify_cached(
     paths: Sequence[Path], *, progress: DownloadProgress | None = None, verify_record: Path | None = None
 ) -> None:
-    """Verify files already in the HF cache, offline: an LFS blob is named by its sha256."""
+    """Verify files already in the HF cache, offline: a blob is named by its ETag, an LFS file's
+    sha256 or a git file's blob id."""
     record = verify_record or default_verify_record()
     for p in paths:
-        verify_file(p, _sha_from_blob_name(p), record, progress)
+        name = p.resolve().name
+        sha256 = name if _SHA256_RE.match(name) else None
+        git_oid = name if _GIT_OID_RE.match(name) else None
+        verify_file(p, sha256, record, progress, git_oid=git_oid)
 
 
-def _sha_from_blob_name(path: Path) -> str | None:
-    """In the HF cache an LFS file's blob is named by its sha256 (its ETag)."""
-    name = path.resolve().name
-    return name if _SHA256_RE.match(name) else None
+def _verify_git_blob(path: Path, oid: str) -> None:
+    """A git file is small (the hub keeps big ones in LFS): hash it each time, as git does:
+    sha1 of `blob <size>\\0` and the bytes."""
+    data = path.read_bytes()
+    digest = hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+    if digest != oid:
+        _evict(path)
+        raise ChecksumError(
+            f"{path.name}: git blob id {digest[:12]}… does not match the hub's {oid[:12]}…; the file was "
+            "corrupted in transfer or on disk and has been removed from the cache. Run the command again."
+        )
 
 
 def _sha256(path: Path, progress: DownloadProgress | None, label: str) -> str:

@@ -143,3 +143,23 @@ def test_a_hub_base_without_base_gguf_is_written_for_the_served_gguf(
     ]  # fmt: skip
     result = CliRunner().invoke(tune_command, args, catch_exceptions=False)
     one_line_error(result, f"{tiny_model('qwen3').name} and {REPO} are not the same network")
+
+
+def test_files_kept_in_git_are_verified_by_their_blob_id(
+    hub: FakeHub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """config.json and tokenizer.json live in git on the hub (no sha256): they are checked by their
+    git blob id, online and from the cache; a damaged one is refused and evicted, not used."""
+    hub.add(REPO, tiny_hub_repo("qwen3"))
+    with caplog.at_level("WARNING"):
+        assert tune(tmp_path / "a").exit_code == 0
+    assert not [r for r in caplog.records if "not verified" in r.getMessage()]
+    # damaged in the cache: refused offline, and gone from the cache
+    cached = next((tmp_path / "hf").rglob("snapshots/*/config.json"))
+    blob = cached.resolve()
+    blob.write_bytes(blob.read_bytes().replace(b'"num_hidden_layers": 2', b'"num_hidden_layers": 9'))
+    one_line_error(tune(tmp_path / "b", "--offline"), "config.json: git blob id", "does not match the hub's")
+    assert not blob.exists()
+    # damaged in transfer
+    hub.corrupt.add("config.json")
+    one_line_error(tune(tmp_path / "c"), "config.json: git blob id", "does not match the hub's")
