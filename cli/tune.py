@@ -399,9 +399,10 @@ def _run(
             prepared.bundle.close()
             fail(_refusal(plan))
         try:
+            # the GPU(s) the plan chose: one (the one with the most free memory), or the split
             split = tuple((d.index, d.layers) for d in plan.devices) if plan is not None else ()
             with stop_on_signals(stop, console):
-                return run.train(prepared, split if len(split) > 1 else ()), opts
+                return run.train(prepared, split), opts
         except KeyboardInterrupt:
             events.stop()
             fail(

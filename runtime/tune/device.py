@@ -100,8 +100,8 @@ def choose_device(
     hf_base: bool = False,
     split: Sequence[tuple[int, int]] = (),
 ) -> DevicePlan:
-    """The device plan of a run. `split` is the training plan's (GPU index, layers) per GPU when the
-    model is spread over several; empty for one GPU (the first) or none."""
+    """The device plan of a run. `split` is the training plan's (GPU index, layers) per GPU: one
+    entry for the GPU it chose, several when it spreads the model; empty means GPU 0."""
     chosen = choose_method(want, method, cuda=acc.cuda, bitsandbytes=acc.bitsandbytes, hf_base=hf_base)
     gpu = acc.cuda and want != "cpu" and chosen != "lora-fp32"
     if not gpu:

@@ -223,8 +223,8 @@ class TuneRun:
 
     # -- training
     def train(self, prepared: Prepared, split: Sequence[tuple[int, int]] = ()) -> TuneOutcome:
-        """Train, export and register. `split` is the training plan's (GPU, layers) per GPU when it
-        spreads the model over several."""
+        """Train, export and register. `split` is the training plan's (GPU, layers) per GPU: the
+        one GPU it chose, or the GPUs it spreads the model over."""
         try:
             with _saving_errors(self.folder):
                 return self._train(prepared, split)

@@ -166,6 +166,8 @@ def test_a_model_split_over_gpus_is_loaded_as_the_plan_split_it() -> None:
     }
     assert load_kwargs(plan)["device_map"] is plan.device_map
     assert gpu_device_map([(2, 4)])["model.layers.3"] == 2
+    # one GPU, the one the plan chose (the most free memory), not always the first
+    assert choose_device("auto", GPU, hf_base=True, split=[(1, 5)]).device_map == {"": 1}
 
 
 def test_the_device_map_names_every_module_of_a_real_model() -> None:
