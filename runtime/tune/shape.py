@@ -4,7 +4,7 @@ config.json, or the catalog; and the machine the plan is for (this one, or a --h
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,22 +99,47 @@ def shape_from_variant(variant: Variant) -> ModelShape:
     )
 
 
-def machine_from_hardware(hw: Hardware, cuda_usable: bool) -> Machine:
+def machine_from_hardware(
+    hw: Hardware, cuda_usable: bool, torch_uuids: Sequence[str] | None = None
+) -> Machine:
+    """The training machine of a hardware description. `torch_uuids` (torch's GPUs, in its order)
+    renumbers the GPUs as torch numbers them, for the device map: NVML counts every GPU in PCI
+    order, torch only those CUDA_VISIBLE_DEVICES leaves, in CUDA's order."""
     gpus = tuple(Gpu(g.index, g.name, g.memory_free_mib * MIB) for g in hw.gpus)
+    if torch_uuids is not None:
+        gpus = torch_numbering(hw, torch_uuids) or gpus
     return Machine(gpus, hw.ram_available_mib * MIB, cuda_usable, hw.source)
 
 
+def torch_numbering(hw: Hardware, torch_uuids: Sequence[str]) -> tuple[Gpu, ...] | None:
+    """hw's GPUs that torch sees, numbered by torch's ordinals (matched by UUID); None when a UUID
+    is missing on either side, and NVML's numbering has to do."""
+
+    def bare(uuid: str | None) -> str:
+        return (uuid or "").lower().removeprefix("gpu-")
+
+    by_uuid = {bare(g.uuid): g for g in hw.gpus if g.uuid}
+    if not torch_uuids or any(bare(u) not in by_uuid for u in torch_uuids):
+        return None
+    return tuple(
+        Gpu(ordinal, by_uuid[bare(u)].name, by_uuid[bare(u)].memory_free_mib * MIB)
+        for ordinal, u in enumerate(torch_uuids)
+    )
+
+
 def this_machine() -> Machine:
-    """The devices training could use here, and whether torch can drive a CUDA GPU."""
+    """The devices training could use here, numbered as torch numbers them, and whether torch can
+    drive a CUDA GPU."""
     from hermesd.runtime.hardware import discover
 
     try:
         import torch
 
         cuda = bool(torch.cuda.is_available())
-    except ImportError:
-        cuda = False
-    return machine_from_hardware(discover(), cuda)
+        uuids = [str(torch.cuda.get_device_properties(i).uuid) for i in range(torch.cuda.device_count())]
+    except (ImportError, RuntimeError, AttributeError):
+        cuda, uuids = False, []
+    return machine_from_hardware(discover(), cuda, uuids if cuda else None)
 
 
 @dataclass(frozen=True)

@@ -434,3 +434,31 @@ def test_the_time_per_epoch_comes_from_a_run_measured_here(tmp_path: Path) -> No
     assert any("250 tokens/s, measured by the run 'legal'" in n for n in doc["notes"])
     stated = json.loads(invoke(*args, "--state-dir", state, "--tokens-per-s", "100").output)
     assert stated["seconds_per_epoch"] == pytest.approx(stated["tokens_per_epoch"] / 100.0)
+
+
+def test_gpus_are_numbered_as_torch_numbers_them() -> None:
+    """NVML counts every GPU in PCI order; torch only what CUDA_VISIBLE_DEVICES leaves, in its own
+    order: the plan's device map must use torch's ordinals (matched by UUID)."""
+    from hermesd.runtime.hardware import Gpu as HwGpu
+    from hermesd.runtime.hardware import Hardware
+    from hermesd.runtime.tune.shape import machine_from_hardware, torch_numbering
+
+    hw = Hardware(
+        gpus=(
+            HwGpu(0, "A", 24_576, 20_000, uuid="GPU-aaaa"),
+            HwGpu(1, "B", 81_920, 80_000, uuid="GPU-bbbb"),
+            HwGpu(2, "C", 81_920, 70_000, uuid="GPU-cccc"),
+        ),
+        ram_total_mib=65_536,
+        ram_available_mib=60_000,
+        cpu_cores=8,
+    )
+    # CUDA_VISIBLE_DEVICES=2,1: torch's 0 is NVML's 2 (torch gives UUIDs without the GPU- prefix)
+    machine = machine_from_hardware(hw, True, ["cccc", "BBBB"])
+    assert [(g.index, g.name, g.free_bytes // 2**20) for g in machine.gpus] == [
+        (0, "C", 70_000),
+        (1, "B", 80_000),
+    ]
+    assert torch_numbering(hw, ["dddd"]) is None  # a GPU NVML does not list: NVML's numbering stays
+    assert [g.index for g in machine_from_hardware(hw, True, ["dddd"]).gpus] == [0, 1, 2]
+    assert [g.index for g in machine_from_hardware(hw, True).gpus] == [0, 1, 2]  # a --hardware profile
