@@ -163,3 +163,32 @@ def test_files_kept_in_git_are_verified_by_their_blob_id(
     # damaged in transfer
     hub.corrupt.add("config.json")
     one_line_error(tune(tmp_path / "c"), "config.json: git blob id", "does not match the hub's")
+
+
+@pytest.mark.slow
+def test_a_4bit_run_on_a_hub_base_stops_and_resumes_from_the_cache(hub: FakeHub, tmp_path: Path) -> None:
+    """QLoRA (bitsandbytes' CPU backend) on the hub repo: a run stopped at step 3 resumes offline
+    from the Hugging Face cache to the same adapter an uninterrupted run writes."""
+    from hermesd.models.store import AdapterStore
+    from tests.fixtures.tune_data import tiny_tune_flags
+
+    hub.add(REPO, tiny_hub_repo("qwen3"))
+
+    def run(folder: Path, *extra: str) -> Result:
+        folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            "--base", REPO, "--base-gguf", str(tiny_model("qwen3")), "--data", str(zephyr_jsonl(folder)),
+            "--name", "q", "--state-dir", str(folder / "state"), "--no-load", "--method", "qlora-nf4",
+            *tiny_tune_flags(epochs=6), "--save-every", "3", *extra,
+        ]  # fmt: skip
+        return CliRunner().invoke(tune_command, args, catch_exceptions=False)
+
+    whole = run(tmp_path / "a")
+    assert whole.exit_code == 0, whole.output
+    first = run(tmp_path / "b", "--stop-after", "3")
+    assert first.exit_code == 0 and "stopped at step 3/6" in first.output, first.output
+    resumed = run(tmp_path / "b", "--resume", "--offline")
+    assert resumed.exit_code == 0, resumed.output
+    a = AdapterStore(tmp_path / "a" / "state").get("q").path.read_bytes()
+    b = AdapterStore(tmp_path / "b" / "state").get("q").path.read_bytes()
+    assert a == b
