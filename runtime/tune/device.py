@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hermesd.runtime.tune.base import TuneError
-from hermesd.runtime.tune.plan import METHODS, Method
+from hermesd.runtime.tune.plan import METHODS, Method, default_method
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,7 @@ def choose_method(
     if want_device == "cuda" and not cuda:
         raise TuneError("--device cuda: no CUDA device is available to torch on this machine")
     gpu = cuda and want_device != "cpu"
-    method: Method
-    if want_method == "auto":
-        if not gpu:
-            return "lora-fp32"
-        method = "qlora-nf4" if hf_base else "lora-bf16"
-    else:
-        method = want_method
+    method: Method = default_method(gpu, hf_base) if want_method == "auto" else want_method
     if method == "qlora-nf4":
         if not hf_base:
             raise TuneError(

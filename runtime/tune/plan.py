@@ -27,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from hermesd.runtime.tune.config import DEFAULT_TARGETS
+
 GIB = 1024**3
 Method = Literal["qlora-nf4", "lora-bf16", "lora-fp32"]
 METHODS: tuple[Method, ...] = ("qlora-nf4", "lora-bf16", "lora-fp32")
@@ -117,7 +119,7 @@ class Machine:
 @dataclass(frozen=True)
 class PlanRequest:
     rank: int = 16
-    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    targets: tuple[str, ...] = DEFAULT_TARGETS
     batch: int = 1
     seq_len: int = 2048
     method: Method | None = None  # None: qlora-nf4 on CUDA for a Hugging Face base, else the device's
@@ -240,12 +242,19 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+def default_method(gpu: bool, hf_base: bool) -> Method:
+    """The method when none is asked for: 4 bits on a GPU for Hugging Face weights (transformers
+    cannot load a GGUF in 4 bits: bf16 for that), full precision without a GPU. The one rule, for
+    the plan and for the run (device.choose_method, which also checks what this machine can do)."""
+    if gpu:
+        return "qlora-nf4" if hf_base else "lora-bf16"
+    return "lora-fp32"
+
+
 def choose_method(machine: Machine, request: PlanRequest) -> Method:
     if request.method is not None:
         return request.method
-    if machine.gpus and machine.cuda_usable:
-        return "qlora-nf4" if request.hf_base else "lora-bf16"
-    return "lora-fp32"
+    return default_method(bool(machine.gpus) and machine.cuda_usable, request.hf_base)
 
 
 @dataclass(frozen=True)
