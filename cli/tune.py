@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import signal
@@ -490,7 +489,7 @@ def _request(opts: TuneOptions, machine: Machine, *, hf_base: bool, tokens: int 
     from hermesd.runtime.tune.plan import PlanRequest
 
     cuda = machine.cuda_usable and bool(machine.gpus)
-    bnb = importlib.util.find_spec("bitsandbytes") is not None
+    bnb = _accelerators().bitsandbytes
     method = choose_method(opts.device, opts.method, cuda=cuda, bitsandbytes=bnb, hf_base=hf_base)
     cfg = opts.train
     return PlanRequest(
