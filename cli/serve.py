@@ -77,6 +77,7 @@ def engine_config(settings: Settings, model_path: Path, draft_path: Path | None 
             max_draft=settings.spec_max_draft,
             start=min(SpeculationSettings.start, settings.spec_max_draft),
             max_streams=settings.spec_max_streams,
+            crowded_match=settings.spec_crowded_match,
         ),
         draft=draft,
         rpc_workers=tuple(settings.worker),

@@ -121,7 +121,15 @@ class Settings(BaseSettings):
         SPEC_DEFAULTS.max_streams,
         ge=1,
         le=1024,
-        description="speculate only in steps that decode at most this many streams",
+        description="a step that decodes more streams than this is crowded: only streams copying "
+        "text draft there",
+    )
+    spec_crowded_match: int = Field(
+        SPEC_DEFAULTS.crowded_match,
+        ge=0,
+        le=256,
+        description="in a crowded step, draft only where the last this many tokens occurred before "
+        "(0: no drafts in a crowded step)",
     )
 
     # -- reasoning

@@ -355,15 +355,15 @@ class Scheduler:
         # generating sequences first: one token each keeps every stream moving
         order = sorted(members, key=lambda s: len(s.pending) > 1)
         # Drafts wait while a prompt waits (they would take its room in the batch and delay that
-        # stream's start) and in a step of many streams (they keep the hardware busy already:
-        # verifying drafts would cost more than it saves, as vLLM's speculative_disable_by_batch_size).
+        # stream's start). A step of many streams keeps the hardware busy already, so there only
+        # the drafts of streams that are plainly copying text are verified (SpeculationSettings).
         streams = sum(1 for s in members if s.pending)
-        speculate = (
-            self.speculate
-            and not any(len(s.pending) > 1 for s in members)
-            and streams <= self.speculation.max_streams
-        )
-        drafts = self._drafts(members, (self.n_batch - streams) // max(1, streams)) if speculate else {}
+        speculate = self.speculate and not any(len(s.pending) > 1 for s in members)
+        crowded = streams > self.speculation.max_streams
+        if crowded and not self.speculation.crowded_match:
+            speculate = False
+        room = (self.n_batch - streams) // max(1, streams)
+        drafts = self._drafts(members, room, crowded) if speculate else {}
         for seq in order:
             if not seq.pending:
                 continue
@@ -406,11 +406,13 @@ class Scheduler:
         for seq, index, source, draft in outputs:
             self._after_logits(seq, index, source, draft)
 
-    def _drafts(self, members: list[Sequence], room: int) -> dict[int, tuple[str, list[int]]]:
+    def _drafts(self, members: list[Sequence], room: int, crowded: bool) -> dict[int, tuple[str, list[int]]]:
         """Tokens to verify after each generating stream's next one, by id(seq), with their
         source: n-gram lookup where it finds a match (it costs nothing), else the draft model, for
-        all the streams that want one in one go. No more than the batch, the context and the
-        request's max_tokens have room for."""
+        all the streams that want one in one go; in a crowded step only lookups that match the
+        last `crowded_match` tokens. No more than the batch, the context and the request's
+        max_tokens have room for."""
+        min_match = self.speculation.crowded_match if crowded else 0
         out: dict[int, tuple[str, list[int]]] = {}
         wants: list[tuple[Sequence, DraftWant]] = []
         for seq in members:
@@ -421,9 +423,11 @@ class Scheduler:
                 self.n_ctx_seq - 1 - seq.n_past,
                 seq.request.max_tokens - seq.completion_tokens - 1,
             )
-            draft = seq.drafter.propose(seq.history, limit) if seq.drafter is not None else []
+            draft = seq.drafter.propose(seq.history, limit, min_match) if seq.drafter is not None else []
             if draft:
                 out[id(seq)] = (NGRAM, draft)
+            elif crowded:
+                continue
             elif seq.draft_length is not None and (count := seq.draft_length.budget(limit)) > 0:
                 wants.append((seq, DraftWant(seq.slot.seq_id, seq, seq.history, count)))
         if wants:

@@ -40,8 +40,13 @@ class SpeculationSettings:
     # a stream whose drafts keep failing stops drafting for `pause` tokens, then tries again
     misses_before_pause: int = 4
     pause: int = 32
-    # no drafts in a step that decodes more streams than this (generating or reading a prompt)
+    # a step that decodes more streams than this (generating or reading a prompt) is crowded: the
+    # batch keeps the hardware busy already, so a wrong draft costs more than a right one saves
     max_streams: int = 4
+    # in a crowded step only a stream whose last `crowded_match` tokens occurred before drafts (by
+    # lookup; the draft model waits): it is copying text, where drafts are nearly always kept. This
+    # is llama-server's ngram-simple rule (a 12-token lookup). 0: no drafts in a crowded step.
+    crowded_match: int = 12
 
 
 @dataclass
@@ -97,8 +102,9 @@ class NgramDrafter(DraftLength):
     index: dict[tuple[int, ...], int] = field(default_factory=dict)
     indexed: int = 0  # n-grams ending before this position are in the index
 
-    def propose(self, history: list[int], limit: int) -> list[int]:
-        """Up to `limit` tokens that may follow `history`; [] when nothing matches."""
+    def propose(self, history: list[int], limit: int, min_match: int = 0) -> list[int]:
+        """Up to `limit` tokens that may follow `history`; [] when nothing matches, or when the
+        match is shorter than `min_match` tokens."""
         s = self.settings
         take = self.budget(limit)
         if take == 0:
@@ -112,8 +118,18 @@ class NgramDrafter(DraftLength):
         for n in range(min(s.ngram_max, end - 1), s.ngram_min - 1, -1):
             after = self.index.get(tuple(history[end - n :]))
             if after is not None and after < end:
+                if min_match > n and _match_length(history, after, end, min_match) < min_match:
+                    return []
                 return history[after : after + take]
         return []
+
+
+def _match_length(history: list[int], after: int, end: int, most: int) -> int:
+    """How many tokens before `after` equal those before `end` (counting at most `most`)."""
+    k = 0
+    while k < most and after - 1 - k >= 0 and history[after - 1 - k] == history[end - 1 - k]:
+        k += 1
+    return k
 
 
 # llama.cpp's rule for a draft model (common/speculative.cpp, common_speculative_are_compatible):

@@ -37,6 +37,28 @@ def test_proposals(history: list[int], limit: int, draft: list[int]) -> None:
     assert NgramDrafter(S).propose(history, limit) == draft
 
 
+@pytest.mark.parametrize(
+    ("history", "min_match", "draft"),
+    [
+        # (3, 4, 5, 6) occurred before, after 1, 2: a match of 6 tokens
+        ([1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 4, 5, 6], 6, [7, 8, 0, 1]),
+        ([1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 4, 5, 6], 7, []),
+        # the match is counted back past the longest n-gram: 9 before 3 differs from 2 before 3
+        ([9, 3, 4, 5, 6, 7, 8, 0, 2, 3, 4, 5, 6], 4, [7, 8, 0, 2]),
+        ([9, 3, 4, 5, 6, 7, 8, 0, 2, 3, 4, 5, 6], 5, []),
+        # at most the n-gram itself: no counting back
+        ([5, 6, 7, 8, 9, 1, 5, 6], 2, [7, 8, 9, 1]),
+        ([5, 6, 7, 8, 9, 1, 5, 6], 3, []),
+        # the earlier occurrence starts the history: the match cannot be longer than it
+        ([5, 6, 7, 1, 5, 6, 7], 4, []),
+    ],
+)
+def test_a_shorter_match_than_min_match_drafts_nothing(
+    history: list[int], min_match: int, draft: list[int]
+) -> None:
+    assert NgramDrafter(S).propose(history, 8, min_match) == draft
+
+
 def test_the_index_grows_with_the_history() -> None:
     d = NgramDrafter(S)
     history = [1, 2, 3, 4]
