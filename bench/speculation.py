@@ -4,12 +4,16 @@ llama-server without speculation and with each of its n-gram modes, in the same 
 `--draft-model FILE` (or `self`: the model drafts for itself, which proves the plumbing, not the
 speed) both also run with that draft model.
 
-Two workloads, greedy, streamed /v1/completions, exactly max_tokens tokens (ignore_eos):
+Three workloads, greedy, streamed /v1/completions, exactly max_tokens tokens (ignore_eos):
 - edit: the prompt holds a 20-line Python file and asks for it again with one name changed, so
   most of the answer copies the prompt (what agents and coders ask for);
-- open: an open-ended story, where lookup finds little (the cost of trying).
-Servers take turns, one run each per round (bench/bench.py's `load`), medians are printed, then
-hermesd's ratios and whether its greedy text is the same with and without speculation.
+- open: an open-ended story that no server was asked for before (new stories every round), where
+  lookup finds little (the cost of trying);
+- repeat: the same stories every round (a client that asks again, as a retry or a regenerate at
+  temperature 0 does), where lookup in earlier requests' text can draft whole replies.
+Servers take turns, one run each per round on the same prompts (bench/bench.py's `load`), medians
+are printed, then hermesd's ratios and whether its greedy text is the same with and without
+speculation (on prompts used nowhere else, so that no server has seen a measured prompt first).
 
     bash bench/run speculation                # tiny model + Gemma 3 270M Q4_K_M
     python3 bench/speculation.py --model X.gguf --concurrency 1 4 16
@@ -64,14 +68,65 @@ def save_settings(path, settings):
         handle.write("\\n".join(lines) + "\\n")
 '''
 
-WORKLOADS = {
-    "edit": [
+PLACES = [
+    "a land of glass",
+    "a drowned city",
+    "a desert of salt",
+    "a floating market",
+    "a northern fjord",
+    "a clockwork forest",
+    "a mountain monastery",
+    "a river delta",
+    "a lighthouse",
+    "a buried library",
+    "a frozen harbour",
+    "a jungle temple",
+    "a walled garden",
+    "a volcanic island",
+    "a canal town",
+    "a moonlit steppe",
+]
+WHO = [
+    "a baker",
+    "an old dragon",
+    "a lost sailor",
+    "a clever fox",
+    "two sisters",
+    "a blind painter",
+    "a giant",
+    "a young witch",
+    "a retired knight",
+    "a talking crow",
+    "a beekeeper",
+    "a cartographer",
+    "a shy robot",
+    "a fisherman",
+    "a queen",
+    "a tailor",
+]
+
+
+def edit_prompt(n: int) -> str:
+    return (
         f"Here is a Python file:\n\n```python\n{SOURCE}```\n\nHere is the same file with `load_settings` "
-        f"renamed to `read_settings` (request {i}), unchanged otherwise:\n\n```python\n"
-        for i in range(16)
-    ],
-    "open": [f"Once upon a time, in a land number {i}, there lived" for i in range(16)],
-}
+        f"renamed to `read_settings` (request {n}), unchanged otherwise:\n\n```python\n"
+    )
+
+
+def story_prompt(n: int) -> str:
+    return f"Story {n}. Once upon a time, in {PLACES[n % 16]}, there lived {WHO[n // 16 % 16]}"
+
+
+def prompts(workload: str, round_no: int) -> list[str]:
+    """The 16 prompts of a workload in one round (every server gets the same)."""
+    if workload == "edit":  # the reply copies the prompt, whichever round asks
+        return [edit_prompt(i) for i in range(16)]
+    if workload == "open":
+        return [story_prompt(1000 + 16 * round_no + i) for i in range(16)]
+    return [story_prompt(i) for i in range(16)]  # repeat
+
+
+WORKLOADS = ["edit", "open", "repeat"]
 
 # llama-server's n-gram speculation modes in the build bench/run installs
 LLAMA_NGRAM_MODES = ["ngram-simple", "ngram-mod", "ngram-map-k", "ngram-cache"]
@@ -117,23 +172,24 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
         ]
         labels = [s.name for s in servers]
         for server in servers:
-            asyncio.run(load(server, 1, WORKLOADS["open"], 8))  # warm-up
+            asyncio.run(load(server, 1, [story_prompt(900)], 8))  # warm-up
         hermesds = [s for s in servers if s.name.startswith("hermesd")]
         if len(hermesds) > 1 and hermesds[0].name == "hermesd":
-            for workload, prompts in WORKLOADS.items():
-                texts = [asyncio.run(greedy_text(s, prompts[0], args.max_tokens)) for s in hermesds]
+            for workload, prompt in (("edit", edit_prompt(99)), ("open", story_prompt(999))):
+                texts = [asyncio.run(greedy_text(s, prompt, args.max_tokens)) for s in hermesds]
                 for s, text in zip(hermesds[1:], texts[1:], strict=True):
                     same = text == texts[0]
                     print(f"  {workload}: hermesd's greedy text identical with and without {s.name}: {same}")
-        for workload, prompts in WORKLOADS.items():
+        for workload in args.workloads:
             for c in args.concurrency:
                 runs: dict[str, list[RunStats]] = {s.name: [] for s in servers}
                 t0 = time.monotonic()
                 while len(runs[labels[0]]) < args.repeat or (
                     time.monotonic() - t0 < args.min_seconds * len(servers) and len(runs[labels[0]]) < 15
                 ):
+                    batch = prompts(workload, len(runs[labels[0]]))
                     for server in servers:
-                        runs[server.name].append(asyncio.run(load(server, c, prompts, args.max_tokens)))
+                        runs[server.name].append(asyncio.run(load(server, c, batch, args.max_tokens)))
                 for label, rs in runs.items():
                     results[workload, c, label] = sorted(rs, key=lambda r: r.aggregate)[len(rs) // 2]
                     ratio_runs[workload, c, label] = [(r.per_stream, r.aggregate) for r in rs]
@@ -141,7 +197,7 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
     for (workload, c, label), s in results.items():
         print(f"{workload:8} {c:>4} {label:28} {fmt(s.per_stream):>12} {fmt(s.aggregate):>10} {s.errors:>6}")
     print("\nratios (median over rounds run back to back; decode per stream at 1, aggregate at >1)")
-    for workload in WORKLOADS:
+    for workload in args.workloads:
         for c in args.concurrency:
             modes = [label for label in labels if label.startswith("llama-server ngram")]
             best = max(modes, key=lambda m: results[workload, c, m].aggregate, default=None)
@@ -177,6 +233,7 @@ def main() -> None:
     ap.add_argument("--min-seconds", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--llama-modes", nargs="*", default=LLAMA_NGRAM_MODES)
+    ap.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=WORKLOADS)
     ap.add_argument("--hermesd-arg", action="append", default=[])
     ap.add_argument("--draft-model", default=None, help="a draft GGUF for both servers, or 'self'")
     args = ap.parse_args()

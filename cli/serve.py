@@ -78,6 +78,7 @@ def engine_config(settings: Settings, model_path: Path, draft_path: Path | None 
             start=min(SpeculationSettings.start, settings.spec_max_draft),
             max_streams=settings.spec_max_streams,
             crowded_match=settings.spec_crowded_match,
+            pool_match=settings.spec_pool_match,
         ),
         draft=draft,
         rpc_workers=tuple(settings.worker),

@@ -131,6 +131,13 @@ class Settings(BaseSettings):
         description="in a crowded step, draft only where the last this many tokens occurred before "
         "(0: no drafts in a crowded step)",
     )
+    spec_pool_match: int = Field(
+        SPEC_DEFAULTS.pool_match,
+        ge=0,
+        le=256,
+        description="lookup also drafts from earlier requests' text where the last this many tokens "
+        "occurred there (0: only the request's own text)",
+    )
 
     # -- reasoning
     think: bool = Field(False, description="reasoning on by default (Hermes 4's default is off)")

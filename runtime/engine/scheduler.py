@@ -44,7 +44,15 @@ from hermesd.runtime.engine.protocol import (
     Usage,
 )
 from hermesd.runtime.engine.sampling import SamplerChain
-from hermesd.runtime.engine.speculation import DRAFT, NGRAM, DraftLength, NgramDrafter, SpeculationSettings
+from hermesd.runtime.engine.speculation import (
+    DRAFT,
+    NGRAM,
+    DraftLength,
+    NgramDrafter,
+    NgramPool,
+    PoolView,
+    SpeculationSettings,
+)
 from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
 from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown
 
@@ -113,6 +121,9 @@ class Scheduler:
         self.speculate = wanted and cells
         if wanted and not self.speculate:
             log.warning("speculative decoding is off: this model's memory cannot drop rejected drafts")
+        # earlier requests' text, for lookup (12 MiB, whatever the traffic)
+        pooled = self.speculate and self.speculation.ngram and self.speculation.pool_match > 0
+        self.pool = NgramPool(self.speculation.pool_match) if pooled else None
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(seq_id=i) for i in range(config.parallel)]
         self.waiting: deque[Sequence] = deque()
@@ -423,7 +434,11 @@ class Scheduler:
                 self.n_ctx_seq - 1 - seq.n_past,
                 seq.request.max_tokens - seq.completion_tokens - 1,
             )
-            draft = seq.drafter.propose(seq.history, limit, min_match) if seq.drafter is not None else []
+            draft = (
+                seq.drafter.propose(seq.history, limit, min_match, self._pool_view(seq))
+                if seq.drafter is not None
+                else []
+            )
             if draft:
                 out[id(seq)] = (NGRAM, draft)
             elif crowded:
@@ -436,6 +451,9 @@ class Scheduler:
             for seq, want in wants:
                 out[id(seq)] = (DRAFT, proposed.get(want.seq_id, []))
         return out
+
+    def _pool_view(self, seq: Sequence) -> PoolView | None:
+        return None if self.pool is None else PoolView(self.pool, seq.adapter_key)
 
     def _apply_adapters(self, key: AdapterKey) -> None:
         handles = []
@@ -541,6 +559,9 @@ class Scheduler:
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
+        if self.pool is not None and seq.drafter is not None:
+            # the end of the prompt too, so that the same request asked again drafts from the start
+            self.pool.add(seq.history[max(0, len(seq.prompt) - self.pool.match) :], seq.adapter_key)
         # what the KV cache now holds for this slot, reusable by the next request
         slot.cached = seq.history[: seq.n_past]
         slot.busy = None

@@ -19,7 +19,8 @@ logits than the same token alone, which can move a sample that lies near a bound
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 # Sources of drafts, as /metrics labels them.
@@ -47,6 +48,9 @@ class SpeculationSettings:
     # lookup; the draft model waits): it is copying text, where drafts are nearly always kept. This
     # is llama-server's ngram-simple rule (a 12-token lookup). 0: no drafts in a crowded step.
     crowded_match: int = 12
+    # lookup also searches the text of earlier requests (NgramPool) where the last `pool_match`
+    # tokens occurred there; 0: only the request's own text
+    pool_match: int = 16
 
 
 @dataclass
@@ -102,9 +106,12 @@ class NgramDrafter(DraftLength):
     index: dict[tuple[int, ...], int] = field(default_factory=dict)
     indexed: int = 0  # n-grams ending before this position are in the index
 
-    def propose(self, history: list[int], limit: int, min_match: int = 0) -> list[int]:
+    def propose(
+        self, history: list[int], limit: int, min_match: int = 0, pool: PoolView | None = None
+    ) -> list[int]:
         """Up to `limit` tokens that may follow `history`; [] when nothing matches, or when the
-        match is shorter than `min_match` tokens."""
+        match is shorter than `min_match` tokens. With a `pool`, a match of its length in earlier
+        requests' text is taken over a shorter one in this request's."""
         s = self.settings
         take = self.budget(limit)
         if take == 0:
@@ -115,13 +122,68 @@ class NgramDrafter(DraftLength):
             for n in range(s.ngram_min, min(s.ngram_max, pos) + 1):
                 self.index[tuple(history[pos - n : pos])] = pos
         self.indexed = max(self.indexed, end)
+        pooled = pool.propose(history, take) if pool is not None and pool.pool.match >= min_match else []
         for n in range(min(s.ngram_max, end - 1), s.ngram_min - 1, -1):
             after = self.index.get(tuple(history[end - n :]))
             if after is not None and after < end:
-                if min_match > n and _match_length(history, after, end, min_match) < min_match:
-                    return []
+                want = max(min_match, pool.pool.match if pooled and pool is not None else 0)
+                if want > n and _match_length(history, after, end, want) < want:
+                    break
                 return history[after : after + take]
-        return []
+        return pooled
+
+
+class NgramPool:
+    """What followed each run of `match` tokens in earlier requests (the end of each prompt and
+    its reply), shared by the streams of one model: a request asked again, or a reply that repeats
+    an earlier one at length, drafts from it. Like llama-server's `ngram-mod`, a fixed table indexed
+    by a hash of the run, so memory stays constant (`slots` x 12 bytes) and a lookup costs the same
+    after a million requests as after one; each entry also keeps the whole hash, so a run that
+    merely shares a table slot with another does not draft. Entries carry a salt (the adapter set),
+    so one adapter's replies do not draft for another."""
+
+    def __init__(self, match: int, slots: int = 1 << 20) -> None:
+        if match < 1 or slots & (slots - 1):
+            raise ValueError("NgramPool needs match >= 1 and a power-of-two number of slots")
+        self.match = match
+        self.mask = slots - 1
+        self.keys = array("q", [0]) * slots
+        self.next = array("i", [-1]) * slots
+
+    def add(self, tokens: list[int], salt: Hashable = ()) -> None:
+        """Remember what followed each run of `match` tokens in `tokens`."""
+        m = self.match
+        for end in range(m, len(tokens)):
+            h = hash((salt, *tokens[end - m : end]))
+            self.keys[h & self.mask] = h
+            self.next[h & self.mask] = tokens[end]
+
+    def propose(self, history: list[int], take: int, salt: Hashable = ()) -> list[int]:
+        """Up to `take` tokens, each the one that followed the run that ends before it."""
+        m = self.match
+        if len(history) < m:
+            return []
+        run = history[-m:]
+        out: list[int] = []
+        while len(out) < take:
+            h = hash((salt, *run[len(run) - m :]))
+            i = h & self.mask
+            if self.keys[i] != h or self.next[i] < 0:
+                break
+            out.append(self.next[i])
+            run.append(self.next[i])
+        return out
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """The pool as one stream sees it: under its adapter set."""
+
+    pool: NgramPool
+    salt: Hashable = ()
+
+    def propose(self, history: list[int], take: int) -> list[int]:
+        return self.pool.propose(history, take, self.salt)
 
 
 def _match_length(history: list[int], after: int, end: int, most: int) -> int:

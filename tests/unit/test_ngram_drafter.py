@@ -8,7 +8,14 @@ import dataclasses
 
 import pytest
 
-from hermesd.runtime.engine.speculation import NgramDrafter, SpeculationSettings, VocabFacts, vocab_mismatch
+from hermesd.runtime.engine.speculation import (
+    NgramDrafter,
+    NgramPool,
+    PoolView,
+    SpeculationSettings,
+    VocabFacts,
+    vocab_mismatch,
+)
 
 S = SpeculationSettings(ngram=True, max_draft=8, start=4, misses_before_pause=2, pause=3)
 
@@ -95,6 +102,64 @@ def test_a_stream_that_keeps_missing_pauses_then_tries_again() -> None:
     d.update(1, 0)  # second miss in a row: pause for 3 proposals
     assert [d.propose(history, 8) for _ in range(3)] == [[], [], []]
     assert d.propose(history, 8) == [7, 5, 6][: d.length]
+
+
+# -- the pool of earlier requests' text
+
+EARLIER = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+
+
+@pytest.mark.parametrize(
+    ("history", "take", "salt", "draft"),
+    [
+        # the last 3 tokens ran in an earlier request: what followed them, token by token
+        ([20, 3, 4, 5], 4, (), [6, 7, 8, 9]),
+        ([20, 3, 4, 5], 2, (), [6, 7]),
+        # up to where the earlier text ends
+        ([7, 8, 9], 8, (), [10]),
+        ([8, 9, 10], 8, (), []),
+        # a 2-token run is not enough, nor a run that never occurred
+        ([4, 5], 8, (), []),
+        ([3, 4, 6], 8, (), []),
+        # another adapter set's text does not draft
+        ([20, 3, 4, 5], 4, (("style", 1.0),), []),
+    ],
+)
+def test_pool_proposals(history: list[int], take: int, salt: tuple[object, ...], draft: list[int]) -> None:
+    pool = NgramPool(3, slots=64)
+    pool.add(EARLIER)
+    assert pool.propose(history, take, salt) == draft
+
+
+def test_a_run_that_only_shares_a_pool_slot_does_not_draft() -> None:
+    pool = NgramPool(2, slots=1)  # every run lands in the one slot
+    pool.add([1, 2, 3])
+    assert pool.propose([1, 2], 4) == [3]
+    assert pool.propose([5, 6], 4) == []
+    pool.add([5, 6, 7])  # the later run takes the slot
+    assert pool.propose([1, 2], 4) == []
+    assert pool.propose([5, 6], 4) == [7]
+
+
+@pytest.mark.parametrize(
+    ("history", "min_match", "draft"),
+    [
+        # this request's own match is 2 tokens, the pool's 3: the pool's draft
+        ([4, 5, 77, 3, 4, 5], 0, [6, 7, 8, 9]),
+        # this request's match is as long as the pool's: its own draft
+        ([3, 4, 5, 99, 3, 4, 5], 0, [99, 3, 4, 5]),
+        # nothing of its own: the pool's
+        ([40, 41, 3, 4, 5], 0, [6, 7, 8, 9]),
+        # a crowded step wants 4 tokens: the pool's 3 are not enough, nor its own 2
+        ([4, 5, 77, 3, 4, 5], 4, []),
+    ],
+)
+def test_lookup_takes_the_pool_over_a_shorter_match(
+    history: list[int], min_match: int, draft: list[int]
+) -> None:
+    pool = NgramPool(3, slots=64)
+    pool.add(EARLIER)
+    assert NgramDrafter(S).propose(history, 8, min_match, PoolView(pool)) == draft
 
 
 # -- the vocabulary rule for a draft model (llama.cpp's common_speculative_are_compatible)
