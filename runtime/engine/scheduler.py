@@ -435,7 +435,7 @@ class Scheduler:
                 seq.request.max_tokens - seq.completion_tokens - 1,
             )
             draft = (
-                seq.drafter.propose(seq.history, limit, min_match, self._pool_view(seq))
+                seq.drafter.propose(seq.history, limit, min_match, None if crowded else self._pool_view(seq))
                 if seq.drafter is not None
                 else []
             )

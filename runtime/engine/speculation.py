@@ -111,7 +111,8 @@ class NgramDrafter(DraftLength):
     ) -> list[int]:
         """Up to `limit` tokens that may follow `history`; [] when nothing matches, or when the
         match is shorter than `min_match` tokens. With a `pool`, a match of its length in earlier
-        requests' text is taken over a shorter one in this request's."""
+        requests' text is taken over a shorter one in this request's, and drafts as many tokens
+        as `max_draft` allows: a run that long is being copied, not guessed at."""
         s = self.settings
         take = self.budget(limit)
         if take == 0:
@@ -122,14 +123,17 @@ class NgramDrafter(DraftLength):
             for n in range(s.ngram_min, min(s.ngram_max, pos) + 1):
                 self.index[tuple(history[pos - n : pos])] = pos
         self.indexed = max(self.indexed, end)
-        pooled = pool.propose(history, take) if pool is not None and pool.pool.match >= min_match else []
+        copying = min(limit, s.max_draft)
+        pooled = pool.propose(history, copying) if pool is not None and pool.pool.match >= min_match else []
         for n in range(min(s.ngram_max, end - 1), s.ngram_min - 1, -1):
             after = self.index.get(tuple(history[end - n :]))
             if after is not None and after < end:
-                want = max(min_match, pool.pool.match if pooled and pool is not None else 0)
-                if want > n and _match_length(history, after, end, want) < want:
+                long = pool.pool.match if pool is not None else 0
+                want = max(min_match, long if pooled else 0)
+                match = _match_length(history, after, end, max(want, long))
+                if match < want:
                     break
-                return history[after : after + take]
+                return history[after : after + (copying if long and match >= long else take)]
         return pooled
 
 

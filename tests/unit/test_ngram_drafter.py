@@ -144,12 +144,16 @@ def test_a_run_that_only_shares_a_pool_slot_does_not_draft() -> None:
 @pytest.mark.parametrize(
     ("history", "min_match", "draft"),
     [
-        # this request's own match is 2 tokens, the pool's 3: the pool's draft
-        ([4, 5, 77, 3, 4, 5], 0, [6, 7, 8, 9]),
-        # this request's match is as long as the pool's: its own draft
+        # this request's own match is 2 tokens, the pool's 3: the pool's draft, as long as
+        # max_draft allows (8; the stream's adapted length is 4), up to where the earlier text ends
+        ([4, 5, 77, 3, 4, 5], 0, [6, 7, 8, 9, 10]),
+        # this request's match is as long as the pool's: its own draft, also max_draft long
         ([3, 4, 5, 99, 3, 4, 5], 0, [99, 3, 4, 5]),
+        ([3, 4, 5, 99, 98, 97, 96, 95, 94, 3, 4, 5], 0, [99, 98, 97, 96, 95, 94, 3, 4]),
+        # a short match of its own and none in the pool: the adapted length
+        ([4, 5, 77, 1, 2, 4, 5], 0, [77, 1, 2, 4]),
         # nothing of its own: the pool's
-        ([40, 41, 3, 4, 5], 0, [6, 7, 8, 9]),
+        ([40, 41, 3, 4, 5], 0, [6, 7, 8, 9, 10]),
         # a crowded step wants 4 tokens: the pool's 3 are not enough, nor its own 2
         ([4, 5, 77, 3, 4, 5], 4, []),
     ],
