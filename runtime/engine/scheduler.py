@@ -427,7 +427,10 @@ class Scheduler:
         out: dict[int, tuple[str, list[int]]] = {}
         wants: list[tuple[Sequence, DraftWant]] = []
         for seq in members:
-            if len(seq.pending) != 1 or seq.slot is None:
+            # not before the first token: a prompt found cached leaves one token to decode, and a
+            # draft in that step would hold its first token back for the whole verification (on
+            # Gemma 3 270M, 4 streams drafting 32 tokens each: 1.1 s instead of 0.1)
+            if len(seq.pending) != 1 or seq.slot is None or seq.completion_tokens == 0:
                 continue
             limit = min(
                 room,
@@ -453,7 +456,12 @@ class Scheduler:
         return out
 
     def _pool_view(self, seq: Sequence) -> PoolView | None:
-        return None if self.pool is None else PoolView(self.pool, seq.adapter_key)
+        """The pool, for a stream that may draft from it. Not for a seeded request: drafts from
+        other requests' text would make the batches it is decoded in, and so (at a sample near a
+        boundary) its reply, depend on earlier traffic, and a seed promises the same reply again."""
+        if self.pool is None or seq.request.sampling.seed is not None:
+            return None
+        return PoolView(self.pool, seq.adapter_key)
 
     def _apply_adapters(self, key: AdapterKey) -> None:
         handles = []
