@@ -403,22 +403,14 @@ def _add_slots(
         same_split = p.gpu_layers == c.placement.gpu_layers and p.workers == c.placement.workers
         if p.fits and same_split and p.full_offload == c.placement.full_offload:
             extra = p.kv_per_layer * c.variant.layers - c.placement.kv_per_layer * c.variant.layers
-            return (
-                cand,
-                more,
-                [
-                    f"slots: {n} sequences decoded together, the most up to {MAX_AUTO_SLOTS} that fit beside "
-                    f"the model (their KV cache adds {gib(extra)}); --parallel sets another number"
-                ],
-            )
-    return (
-        c,
-        req,
-        [
-            "slots: 1; a second sequence's KV cache would not fit without moving layers off the GPUs "
-            "(a smaller --ctx leaves room for more; --parallel sets the number)"
-        ],
-    )
+            return cand, more, [
+                f"slots: {n} sequences decoded together, the most up to {MAX_AUTO_SLOTS} that fit beside "
+                f"the model (their KV cache adds {gib(extra)}); --parallel sets another number"
+            ]
+    return c, req, [
+        "slots: 1; a second sequence's KV cache would not fit without moving layers off the GPUs "
+        "(a smaller --ctx leaves room for more; --parallel sets the number)"
+    ]
 
 
 # -- results
@@ -609,7 +601,8 @@ def _arithmetic(c: _Candidate, hw: Hardware, req: PlanRequest) -> list[str]:
         lines.append(f"{label}: {d.layers} layers{extra}: {parts} + margin {gib(d.margin_bytes)} = {total}")
     not_read = lay.token_embd_bytes + lay.other_bytes  # only one embedding row is read per token
     reads = " + ".join(
-        f"{(d.weights_bytes - (0 if d.offload else not_read)) / 1e9:.1f} GB / {d.bandwidth_gbps:g} GB/s"
+        f"{(d.weights_bytes - (0 if d.offload else not_read)) / 1e9:.1f} GB"
+        f" / {d.bandwidth_gbps:g} GB/s"
         for d in p.devices
         if d.layers or (not d.offload and not p.output_offloaded)
     )

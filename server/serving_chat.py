@@ -42,6 +42,7 @@ from hermesd.server.settings import Settings
 log = logging.getLogger(__name__)
 
 
+
 Loc = tuple[int | str, ...]
 
 
@@ -55,7 +56,6 @@ def validated_chat_request(
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:
         raise validation_error([e | {"loc": rename(tuple(e["loc"]))} for e in exc.errors()]) from None
-
 
 @dataclass(frozen=True)
 class Prepared:
