@@ -106,11 +106,13 @@ def test_sigterm_lets_streams_end_cleanly_and_exits_0(e2e_tmp: Path, drain: str)
         model = httpx.get(server.base_url + "/v1/models").json()["data"][0]["id"]
         extra = {"max_tokens": 8000, "ignore_eos": True} if drain == "deadline" else {}
         payloads = [body(model, **extra) for _ in range(3)]
-        sent = []
+        started = []
 
+        # the signal goes once every stream has started: a request that reaches the server after
+        # it is (rightly) refused with a 503 before any stream begins, which is not what this tests
         def on_started() -> None:
-            if not sent:
-                sent.append(True)
+            started.append(True)
+            if len(started) == len(payloads):
                 server.proc.send_signal(signal.SIGTERM)
 
         results = asyncio.run(stream_all(server.base_url, payloads, on_started))
