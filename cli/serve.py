@@ -79,6 +79,7 @@ def engine_config(settings: Settings, model_path: Path, draft_path: Path | None 
             max_streams=settings.spec_max_streams,
             crowded_match=settings.spec_crowded_match,
             pool_match=settings.spec_pool_match,
+            priced=settings.spec_priced,
         ),
         draft=draft,
         rpc_workers=tuple(settings.worker),

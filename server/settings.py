@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         description="lookup also drafts from earlier requests' text where the last this many tokens "
         "occurred there (0: only the request's own text)",
     )
+    spec_priced: bool = Field(
+        SPEC_DEFAULTS.priced,
+        description="verify only the drafted tokens that this machine's measured step times and "
+        "acceptance say pay for themselves (off: every draft the adaptive length allows)",
+    )
 
     # -- reasoning
     think: bool = Field(False, description="reasoning on by default (Hermes 4's default is off)")

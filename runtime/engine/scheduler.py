@@ -47,11 +47,13 @@ from hermesd.runtime.engine.sampling import SamplerChain
 from hermesd.runtime.engine.speculation import (
     DRAFT,
     NGRAM,
+    DraftEconomy,
     DraftLength,
     NgramDrafter,
     NgramPool,
     PoolView,
     SpeculationSettings,
+    draft_kind,
 )
 from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
 from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown
@@ -75,6 +77,7 @@ class Sequence:
     sampler: SamplerChain | None = None
     drafter: NgramDrafter | None = None
     draft_length: DraftLength | None = None  # the draft model's, for this stream
+    draft_kind: str = NGRAM  # of the draft verified in this step (speculation.draft_kind)
     assembler: TextAssembler = field(default_factory=TextAssembler)
     tracker: ReasoningTracker = field(default_factory=ReasoningTracker)
     completion_tokens: int = 0
@@ -124,6 +127,7 @@ class Scheduler:
         # earlier requests' text, for lookup (12 MiB, whatever the traffic)
         pooled = self.speculate and self.speculation.ngram and self.speculation.pool_match > 0
         self.pool = NgramPool(self.speculation.pool_match) if pooled else None
+        self.economy = DraftEconomy() if self.speculation.priced else None
         self.batch = ll.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(seq_id=i) for i in range(config.parallel)]
         self.waiting: deque[Sequence] = deque()
@@ -375,6 +379,8 @@ class Scheduler:
             speculate = False
         room = (self.n_batch - streams) // max(1, streams)
         drafts = self._drafts(members, room, crowded) if speculate else {}
+        # a step of generating streams only is timed: what drafts are worth here (DraftEconomy)
+        timed = self.speculate and not any(len(s.pending) > 1 for s in members)
         for seq in order:
             if not seq.pending:
                 continue
@@ -403,6 +409,8 @@ class Scheduler:
         if n == 0:
             return
         batch.n_tokens = n
+        started = time.perf_counter()
+        given = sum(seq.completion_tokens for seq, *_ in outputs)  # before this step
         rc = ll.llama_decode(self.ctx, batch)
         self.steps += 1
         if rc != 0:
@@ -416,6 +424,10 @@ class Scheduler:
             return
         for seq, index, source, draft in outputs:
             self._after_logits(seq, index, source, draft)
+        if timed and self.economy is not None:
+            given = sum(seq.completion_tokens for seq, *_ in outputs) - given
+            drafted = sum(len(draft) for *_, draft in outputs)
+            self.economy.observe_step(len(outputs), drafted, time.perf_counter() - started, given)
 
     def _drafts(self, members: list[Sequence], room: int, crowded: bool) -> dict[int, tuple[str, list[int]]]:
         """Tokens to verify after each generating stream's next one, by id(seq), with their
@@ -443,10 +455,18 @@ class Scheduler:
                 else []
             )
             if draft:
+                assert seq.drafter is not None
+                seq.draft_kind = draft_kind(NGRAM, seq.drafter.matched)
+                draft = draft[: self._worth(seq.draft_kind, len(draft))]
+            if draft:
                 out[id(seq)] = (NGRAM, draft)
             elif crowded:
                 continue
-            elif seq.draft_length is not None and (count := seq.draft_length.budget(limit)) > 0:
+            elif (
+                seq.draft_length is not None
+                and (count := self._worth(DRAFT, seq.draft_length.budget(limit))) > 0
+            ):
+                seq.draft_kind = DRAFT
                 wants.append((seq, DraftWant(seq.slot.seq_id, seq, seq.history, count)))
         if wants:
             assert self.model_drafter is not None
@@ -454,6 +474,10 @@ class Scheduler:
             for seq, want in wants:
                 out[id(seq)] = (DRAFT, proposed.get(want.seq_id, []))
         return out
+
+    def _worth(self, kind: str, length: int) -> int:
+        """How many of `length` drafted tokens of `kind` to verify (speculation.DraftEconomy)."""
+        return length if self.economy is None else self.economy.worth(kind, length)
 
     def _pool_view(self, seq: Sequence) -> PoolView | None:
         """The pool, for a stream that may draft from it. Not for a seeded request: drafts from
@@ -504,6 +528,8 @@ class Scheduler:
         # a sequence that finished on row `kept` left the slot caching history[:n_past] already
         ll.llama_memory_seq_rm(self.memory, slot.seq_id, seq.n_past, -1)
         self.spec_accepted[source] = self.spec_accepted.get(source, 0) + kept
+        if self.economy is not None:
+            self.economy.observe_draft(seq.draft_kind, len(draft), kept)
         length = seq.drafter if source == NGRAM else seq.draft_length
         assert length is not None
         length.update(len(draft), kept)

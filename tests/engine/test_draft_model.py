@@ -25,7 +25,9 @@ CONTEXT = ContextSettings(ctx=1024, parallel=4, threads=2)
 
 def engine_with_draft(draft: Path, target: Path | None = None) -> LlamaCppEngine:
     model = LlamaModelConfig(path=target or tiny_model("qwen3"))
-    return LlamaCppEngine(EngineConfig(model, CONTEXT, SpeculationSettings(), draft=LlamaModelConfig(draft)))
+    # every draft verified (priced=False): these tests are about the draft model, not what pays
+    settings = SpeculationSettings(priced=False)
+    return LlamaCppEngine(EngineConfig(model, CONTEXT, settings, draft=LlamaModelConfig(draft)))
 
 
 def test_a_draft_identical_to_the_model_is_always_right() -> None:

@@ -69,10 +69,11 @@ class Reply:
 
 
 def speculating(arch: str, source: str) -> tuple[SpeculationSettings, LlamaModelConfig | None]:
-    """The engine settings that make `source` draft for the tiny `arch` model."""
+    """The engine settings that make `source` draft for the tiny `arch` model; every draft is
+    verified (priced=False): these tests are about what verification gives, not what pays."""
     if source == NGRAM:
-        return SpeculationSettings(ngram=True), None
-    return SpeculationSettings(), LlamaModelConfig(path=tiny_model(arch, "Q8_0"))
+        return SpeculationSettings(ngram=True, priced=False), None
+    return SpeculationSettings(priced=False), LlamaModelConfig(path=tiny_model(arch, "Q8_0"))
 
 
 class Pair:
@@ -266,7 +267,7 @@ def test_a_crowded_step_drafts_only_for_streams_copying_text(
     it every stream may."""
     model = LlamaModelConfig(path=tiny_model("qwen3"))
     context = ContextSettings(ctx=1024, parallel=4, threads=2)
-    settings = SpeculationSettings(ngram=True, max_streams=2, crowded_match=crowded_match)
+    settings = SpeculationSettings(ngram=True, max_streams=2, crowded_match=crowded_match, priced=False)
     engine = LlamaCppEngine(EngineConfig(model, context, settings))
 
     def together(requests: list[GenerationRequest]) -> int:
@@ -315,7 +316,7 @@ def test_a_request_asked_again_drafts_from_the_pool(arch: str) -> None:
     texts: set[str] = set()
     for pool_match in (16, 0):
         engine = LlamaCppEngine(
-            EngineConfig(model, context, SpeculationSettings(ngram=True, pool_match=pool_match))
+            EngineConfig(model, context, SpeculationSettings(ngram=True, pool_match=pool_match, priced=False))
         )
         try:
             for _ in range(2):
