@@ -174,12 +174,13 @@ class DraftEconomy:
     chance p it is kept exceeds per_token * rate, where rate is the tokens per second steps give
     now. On a GPU verifying a token costs little beside the one read of the weights (the bar is
     low: any likely draft pays); on a CPU it costs nearly what decoding it would (only nearly
-    certain drafts pay, and at 16 streams, where the batch keeps the cores busy already, almost
-    none). Both sides are measured. The cost: a least-squares fit, with exponential forgetting, of
-    each timed step's seconds to a fixed part, a part per stream and a part per drafted token (a
-    drafted position costs less than a stream's own: the streams' tokens pay for the read of the
-    weights). The chance: how much of earlier drafts of the same kind was kept, as a per-token rate
-    a (the j-th token of a draft is kept with chance about a**j)."""
+    certain drafts pay). The scheduler asks it in steps that are not crowded (a crowded step has
+    its own rule, SpeculationSettings.crowded_match). Both sides are measured. The cost: a
+    least-squares fit, with exponential forgetting, of each timed step's seconds to a fixed part,
+    a part per stream and a part per drafted token (a drafted position costs less than a stream's
+    own: the streams' tokens pay for the read of the weights). The chance: how much of earlier
+    drafts of the same kind was kept, as a per-token rate a (the j-th token of a draft is kept
+    with chance about a**j)."""
 
     decay: float = 0.99
     # decayed normal equations of seconds ~ [1, streams, drafted], and the tokens given and seconds
