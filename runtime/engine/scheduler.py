@@ -373,14 +373,12 @@ class Scheduler:
         # stream's start). A step of many streams keeps the hardware busy already, so there only
         # the drafts of streams that are plainly copying text are verified (SpeculationSettings).
         streams = sum(1 for s in members if s.pending)
-        speculate = self.speculate and not any(len(s.pending) > 1 for s in members)
+        # a step of generating streams only is also timed: what drafts are worth here (DraftEconomy)
+        timed = self.speculate and not any(len(s.pending) > 1 for s in members)
         crowded = streams > self.speculation.max_streams
-        if crowded and not self.speculation.crowded_match:
-            speculate = False
+        speculate = timed and not (crowded and not self.speculation.crowded_match)
         room = (self.n_batch - streams) // max(1, streams)
         drafts = self._drafts(members, room, crowded) if speculate else {}
-        # a step of generating streams only is timed: what drafts are worth here (DraftEconomy)
-        timed = self.speculate and not any(len(s.pending) > 1 for s in members)
         for seq in order:
             if not seq.pending:
                 continue

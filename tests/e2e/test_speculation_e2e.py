@@ -32,8 +32,11 @@ SOURCES = ("ngram", "draft")
 
 
 def source_flags(kind: str, source: str) -> tuple[str, ...]:
-    # the draft model: the tiny model's Q8_0 copy, which mostly (not always) agrees with it
-    return ("--ngram-lookup",) if source == "ngram" else ("--draft-model", str(tiny_model(kind, "Q8_0")))
+    # the draft model: the tiny model's Q8_0 copy, which mostly (not always) agrees with it. Every
+    # draft is verified (--no-spec-priced): whether drafts pay depends on this machine's timing,
+    # and these tests count drafts (test_the_priced_rule_keeps_the_answer runs the default)
+    flags = ("--ngram-lookup",) if source == "ngram" else ("--draft-model", str(tiny_model(kind, "Q8_0")))
+    return (*flags, "--no-spec-priced")
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +128,24 @@ def test_answers_match_the_server_without_speculation(
     if case != "json":
         assert accepted > before[1], "the reply repeats itself: some draft must be kept"
         assert kept > 0, fast.usage
+
+
+def test_the_priced_rule_keeps_the_answer(qwen3_server: ServerProcess, e2e_tmp: Path) -> None:
+    """The default `--ngram-lookup` (drafts cut to what this machine's timed steps say pays) answers
+    what the server without speculation answers; how much it drafts depends on the timing."""
+    with run_server(tiny_model("qwen3"), e2e_tmp, *FLAGS, "--ngram-lookup") as spec:
+        for stream in (False, True):
+            body: dict[str, Any] = {"temperature": 0, **CASES["stop"]}
+            extra = {"ignore_eos": body.pop("ignore_eos")}
+            answers = []
+            for s in (qwen3_server, spec):
+                client = client_for(s)
+                r = chat_openai(
+                    client, stream, model=client.models.list().data[0].id, extra_body=extra, **body
+                )
+                answers.append((r.content, r.finish_reason, r.usage and r.usage["completion_tokens"]))
+            assert answers[0] == answers[1]
+            assert answers[0][0]
 
 
 def test_a_draft_model_with_another_vocabulary_stops_the_daemon_with_one_line(e2e_tmp: Path) -> None:
