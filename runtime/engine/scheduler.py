@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import llama_cpp.llama_cpp as ll
 
 from hermesd.runtime.engine.context_settings import ContextSettings
+from hermesd.runtime.engine.draft_economy import DraftEconomy, draft_kind
 from hermesd.runtime.engine.draft_model import DraftWant, ModelDrafter
 from hermesd.runtime.engine.llama_model import LlamaModel
 from hermesd.runtime.engine.protocol import (
@@ -47,13 +48,11 @@ from hermesd.runtime.engine.sampling import SamplerChain
 from hermesd.runtime.engine.speculation import (
     DRAFT,
     NGRAM,
-    DraftEconomy,
     DraftLength,
     NgramDrafter,
     NgramPool,
     PoolView,
     SpeculationSettings,
-    draft_kind,
 )
 from hermesd.runtime.engine.text_stream import ReasoningTracker, TextAssembler
 from hermesd.runtime.errors import EngineOverloaded, EngineShuttingDown
@@ -77,7 +76,7 @@ class Sequence:
     sampler: SamplerChain | None = None
     drafter: NgramDrafter | None = None
     draft_length: DraftLength | None = None  # the draft model's, for this stream
-    draft_kind: str = NGRAM  # of the draft verified in this step (speculation.draft_kind)
+    draft_kind: str = NGRAM  # of the draft verified in this step (draft_economy.draft_kind)
     assembler: TextAssembler = field(default_factory=TextAssembler)
     tracker: ReasoningTracker = field(default_factory=ReasoningTracker)
     completion_tokens: int = 0
@@ -378,7 +377,7 @@ class Scheduler:
         crowded = streams > self.speculation.max_streams
         speculate = timed and not (crowded and not self.speculation.crowded_match)
         room = (self.n_batch - streams) // max(1, streams)
-        drafts = self._drafts(members, room, crowded) if speculate else {}
+        drafts = self._drafts(members, room, streams, crowded) if speculate else {}
         for seq in order:
             if not seq.pending:
                 continue
@@ -424,15 +423,17 @@ class Scheduler:
             self._after_logits(seq, index, source, draft)
         if timed and self.economy is not None:
             given = sum(seq.completion_tokens for seq, *_ in outputs) - given
-            drafted = sum(len(draft) for *_, draft in outputs)
-            self.economy.observe_step(len(outputs), drafted, time.perf_counter() - started, given)
+            self.economy.observe_step(n, time.perf_counter() - started, given)
 
-    def _drafts(self, members: list[Sequence], room: int, crowded: bool) -> dict[int, tuple[str, list[int]]]:
+    def _drafts(
+        self, members: list[Sequence], room: int, rows: int, crowded: bool
+    ) -> dict[int, tuple[str, list[int]]]:
         """Tokens to verify after each generating stream's next one, by id(seq), with their
         source: n-gram lookup where it finds a match (it costs nothing), else the draft model, for
         all the streams that want one in one go; in a crowded step only lookups that match the
         last `crowded_match` tokens. No more than the batch, the context and the request's
-        max_tokens have room for."""
+        max_tokens have room for, nor than pays for itself in a batch of `rows` rows and the
+        drafts before it (DraftEconomy)."""
         min_match = self.speculation.crowded_match if crowded else 0
         out: dict[int, tuple[str, list[int]]] = {}
         wants: list[tuple[Sequence, DraftWant]] = []
@@ -455,31 +456,34 @@ class Scheduler:
             if draft:
                 assert seq.drafter is not None
                 seq.draft_kind = draft_kind(NGRAM, seq.drafter.matched)
-                # a crowded step keeps its own rule (only streams copying 12 tokens draft): there
-                # the fitted cost misjudged copying on Gemma 3 270M (it let no edit draft through at
-                # 16 streams, where verifying every copy gave 1.1x), so it judges the others only
-                if not crowded:
-                    draft = draft[: self._worth(seq.draft_kind, len(draft))]
+                draft = draft[: self._worth(seq.draft_kind, len(draft), rows)]
             if draft:
                 out[id(seq)] = (NGRAM, draft)
+                rows += len(draft)
             elif crowded:
                 continue
             elif (
                 seq.draft_length is not None
-                and (count := self._worth(DRAFT, seq.draft_length.budget(limit))) > 0
+                and (count := self._worth(DRAFT, seq.draft_length.budget(limit), rows)) > 0
             ):
                 seq.draft_kind = DRAFT
                 wants.append((seq, DraftWant(seq.slot.seq_id, seq, seq.history, count)))
+                rows += count
         if wants:
             assert self.model_drafter is not None
+            started = time.perf_counter()
             proposed = self.model_drafter.propose([w for _, w in wants])
+            if self.economy is not None:
+                tokens = sum(len(p) for p in proposed.values())
+                self.economy.observe_proposing(tokens, time.perf_counter() - started)
             for seq, want in wants:
                 out[id(seq)] = (DRAFT, proposed.get(want.seq_id, []))
         return out
 
-    def _worth(self, kind: str, length: int) -> int:
-        """How many of `length` drafted tokens of `kind` to verify (speculation.DraftEconomy)."""
-        return length if self.economy is None else self.economy.worth(kind, length)
+    def _worth(self, kind: str, length: int, rows: int) -> int:
+        """How many of `length` drafted tokens of `kind` to verify in a batch of `rows` rows so
+        far (draft_economy.DraftEconomy)."""
+        return length if self.economy is None else self.economy.worth(kind, length, rows)
 
     def _pool_view(self, seq: Sequence) -> PoolView | None:
         """The pool, for a stream that may draft from it. Not for a seeded request: drafts from

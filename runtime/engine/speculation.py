@@ -19,12 +19,9 @@ logits than the same token alone, which can move a sample that lies near a bound
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-
-import numpy as np
 
 # Sources of drafts, as /metrics labels them.
 NGRAM = "ngram"
@@ -146,98 +143,9 @@ class NgramDrafter(DraftLength):
         return pooled
 
 
-# Kinds of draft, each with its own record of how much of it the target model keeps: a lookup
-# that matched a long run is being copied and is nearly always kept, one that matched two tokens is
-# a guess. Lookups match at most COPY_RUN tokens back (longer matches are as good).
+# Lookups match at most COPY_RUN tokens back (longer matches are as good); a match that long is
+# copying text (draft_economy.draft_kind).
 COPY_RUN = 16
-
-
-# what each kind is expected to keep per token before anything is measured (worth four tokens
-# of evidence): enough that a kind is tried where drafts are cheap, and the few tokens tried
-# teach the rest
-KIND_PRIOR = {f"{NGRAM}:copy": 0.9, f"{NGRAM}:run": 0.75, f"{NGRAM}:guess": 0.5, DRAFT: 0.6}
-
-
-def draft_kind(source: str, matched: int) -> str:
-    """The kind of a draft from `source` whose run matched `matched` tokens (lookups)."""
-    if source != NGRAM:
-        return source
-    return f"{NGRAM}:copy" if matched >= COPY_RUN else f"{NGRAM}:run" if matched >= 8 else f"{NGRAM}:guess"
-
-
-@dataclass
-class DraftEconomy:
-    """How much of a draft is worth verifying on this machine, learned from the steps themselves.
-
-    One more drafted token adds `per_token` seconds to a step and, if the target model keeps it,
-    one token to what the step gives; so it raises the tokens per second that steps give iff the
-    chance p it is kept exceeds per_token * rate, where rate is the tokens per second steps give
-    now. On a GPU verifying a token costs little beside the one read of the weights (the bar is
-    low: any likely draft pays); on a CPU it costs nearly what decoding it would (only nearly
-    certain drafts pay). The scheduler asks it in steps that are not crowded (a crowded step has
-    its own rule, SpeculationSettings.crowded_match). Both sides are measured. The cost: a
-    least-squares fit, with exponential forgetting, of each timed step's seconds to a fixed part,
-    a part per stream and a part per drafted token (a drafted position costs less than a stream's
-    own: the streams' tokens pay for the read of the weights). The chance: how much of earlier
-    drafts of the same kind was kept, as a per-token rate a (the j-th token of a draft is kept
-    with chance about a**j)."""
-
-    decay: float = 0.99
-    # decayed normal equations of seconds ~ [1, streams, drafted], and the tokens given and seconds
-    # taken (for the rate)
-    gram: np.ndarray = field(default_factory=lambda: np.zeros((3, 3)))
-    moment: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    given: float = 0.0
-    seconds: float = 0.0
-    per_token: float | None = None  # None until drafts of different sizes were timed
-    # kind -> [tokens kept, tokens tried], forgotten step by step like the cost, so that a kind
-    # not tried for a while is tried again
-    record: dict[str, list[float]] = field(default_factory=dict)
-
-    def observe_step(self, streams: int, drafted: int, seconds: float, given: int) -> None:
-        """A decode step of `streams` streams and `drafted` drafted tokens took `seconds` and
-        gave `given` tokens to its streams."""
-        d = self.decay
-        x = np.array([1.0, streams, drafted])
-        self.gram = self.gram * d + np.outer(x, x)
-        self.moment = self.moment * d + x * seconds
-        self.given = self.given * d + given
-        self.seconds = self.seconds * d + seconds
-        for rec in self.record.values():
-            rec[0] *= d
-            rec[1] *= d
-        # the drafted tokens' own spread, once what the streams explain is taken out: under a
-        # token (drafts of one size, or none) the slope says nothing, and the last one stands
-        g = self.gram
-        rest = g[2, 2] - g[2, :2] @ np.linalg.pinv(g[:2, :2]) @ g[:2, 2]
-        if rest >= g[0, 0]:
-            coef = np.linalg.lstsq(g, self.moment, rcond=None)[0]
-            self.per_token = max(0.0, float(coef[2]))
-
-    def observe_draft(self, kind: str, drafted: int, kept: int) -> None:
-        """The target model kept `kept` of a `kind` draft of `drafted` tokens."""
-        rec = self.record.setdefault(kind, [0.0, 0.0])
-        rec[0] += kept
-        rec[1] += kept + (1 if kept < drafted else 0)
-
-    def bar(self) -> float:
-        """The chance of being kept that a drafted token needs to pay for itself (0: any)."""
-        if self.per_token is None or self.seconds <= 0:
-            return 0.0  # nothing measured yet: draft, and learn
-        return self.per_token * self.given / self.seconds
-
-    def worth(self, kind: str, length: int) -> int:
-        """How many of `length` drafted tokens of `kind` are worth verifying (0: none)."""
-        bar = self.bar()
-        if bar <= 0 or length <= 0:
-            return max(0, length)
-        kept, tried = self.record.get(kind, (0.0, 0.0))
-        rate = (kept + 4 * KIND_PRIOR.get(kind, 0.5)) / (tried + 4)
-        if bar >= 1 or rate <= 0:
-            return 0
-        if rate >= 1:
-            return length
-        return min(length, int(math.log(bar) / math.log(rate)))
 
 
 class NgramPool:
