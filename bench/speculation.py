@@ -11,7 +11,8 @@ Three workloads, greedy, streamed /v1/completions, exactly max_tokens tokens (ig
   lookup finds little (the cost of trying);
 - repeat: the same stories every round (a client that asks again, as a retry or a regenerate at
   temperature 0 does), where lookup in earlier requests' text can draft whole replies.
-Servers take turns, one run each per round on the same prompts (bench/bench.py's `load`), medians
+Servers take turns, one run each per round on the same prompts (bench/bench.py's `load`), every
+other round in the opposite order; medians
 are printed, then hermesd's ratios and whether its greedy text is the same with and without
 speculation (on prompts used nowhere else, so that no server has seen a measured prompt first).
 
@@ -187,8 +188,12 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
                 while len(runs[labels[0]]) < args.repeat or (
                     time.monotonic() - t0 < args.min_seconds * len(servers) and len(runs[labels[0]]) < 15
                 ):
-                    batch = prompts(workload, len(runs[labels[0]]))
-                    for server in servers:
+                    round_no = len(runs[labels[0]])
+                    batch = prompts(workload, round_no)
+                    # every other round in the opposite order, so that a drift of the machine
+                    # within a round (rounds of one server here vary by up to 8 %) favours neither
+                    # of two servers that follow each other
+                    for server in servers if round_no % 2 == 0 else servers[::-1]:
                         runs[server.name].append(asyncio.run(load(server, c, batch, args.max_tokens)))
                 for label, rs in runs.items():
                     results[workload, c, label] = sorted(rs, key=lambda r: r.aggregate)[len(rs) // 2]

@@ -90,8 +90,9 @@ class StepCurve:
 
     def seconds(self, tokens: float) -> float | None:
         """A step of `tokens` rows, interpolated between the points; below the smallest, what that
-        one costs; past the largest, extended along the last two (with one point, flat: a draft
-        larger than anything timed is let through, and measures it). None before any step."""
+        one costs. Past the largest it is taken to cost the same up to twice its size (a step that
+        large was not timed lately: let it through, and time it), and to grow along the last two
+        points beyond that. None before any step was timed."""
         c = self.curve()
         if not c:
             return None
@@ -100,10 +101,8 @@ class StepCurve:
         for (n0, t0), (n1, t1) in itertools.pairwise(c):
             if tokens <= n1:
                 return t0 + (t1 - t0) * (tokens - n0) / (n1 - n0) if n1 > n0 else t1
-        if len(c) == 1:
-            return c[0][1]
-        (n0, t0), (n1, t1) = c[-2], c[-1]
-        return t1 + (t1 - t0) * (tokens - n1) / (n1 - n0)
+        (n0, t0), (n1, t1) = c[-2] if len(c) > 1 else c[-1], c[-1]
+        return t1 + (t1 - t0) * max(0.0, tokens - 2 * n1) / (n1 - n0) if n1 > n0 else t1
 
     def extra(self, tokens: int, more: int) -> float:
         """What `more` rows add to a step of `tokens` (0 before anything was timed)."""
@@ -113,29 +112,26 @@ class StepCurve:
 
 @dataclass
 class DraftEconomy:
-    """Decides how many tokens of each draft to verify. Verifying `c` tokens of a draft whose tokens
-    are kept at a per-token rate a gives a + a**2 + ... + a**c tokens more on average (the j-th is
-    kept only if all before it were) and costs the seconds they add to the step, which, at the
-    tokens per second steps give now, is what those seconds would give otherwise. The count with
-    the largest gain is taken, 0 when none gains. A draft model's own time per proposed token is
-    added to the cost of its drafts."""
+    """Decides how many tokens of each stream's draft to verify in a step. The j-th token of a draft
+    whose tokens are kept at a per-token rate a gives a**j tokens on average (it is kept only if all
+    before it were), less, for a draft model, the tokens its own time to propose it would have
+    given. The step's drafted tokens are taken most likely first, as many as give the most: their
+    worth less what the seconds they add to the step (StepCurve) would give at the tokens per second
+    the step gives without them. The count is chosen over the whole step, not stream by stream: where one step
+    of 132 rows gives more per second than one of 36 (on a CPU, large batches compute more
+    efficiently), all four streams' copies are verified at once."""
 
-    decay: float = 0.99  # per timed step, for the rate, the records and the draft model's time
+    decay: float = 0.99  # per timed step, for the records and the draft model's time
     curve: StepCurve = field(default_factory=StepCurve)
-    given: float = 0.0  # tokens steps gave, decayed
-    seconds: float = 0.0  # and the seconds they took
     # kind -> [tokens kept, tokens tried], forgotten step by step, so that a kind not tried for a
     # while is tried again
     record: dict[str, list[float]] = field(default_factory=dict)
     proposing: list[float] = field(default_factory=lambda: [0.0, 0.0])  # draft model: [seconds, tokens]
 
-    def observe_step(self, tokens: int, seconds: float, given: int) -> None:
-        """A pure decode step of `tokens` rows (streams and drafted tokens) took `seconds` and gave
-        `given` tokens to its streams."""
+    def observe_step(self, tokens: int, seconds: float) -> None:
+        """A pure decode step of `tokens` rows (streams and drafted tokens) took `seconds`."""
         d = self.decay
         self.curve.observe(tokens, seconds)
-        self.given = self.given * d + given
-        self.seconds = self.seconds * d + seconds
         for rec in (*self.record.values(), self.proposing):
             rec[0] *= d
             rec[1] *= d
@@ -157,27 +153,44 @@ class DraftEconomy:
         kept, tried = self.record.get(kind, (0.0, 0.0))
         return (kept + PRIOR_WEIGHT * KIND_PRIOR.get(kind, 0.5)) / (tried + PRIOR_WEIGHT)
 
-    def worth(self, kind: str, length: int, batch: int) -> int:
-        """How many of `length` drafted tokens of `kind` are worth verifying in a step whose batch
-        holds `batch` rows so far (0: none)."""
-        if length <= 0:
-            return 0
-        if self.seconds <= 0:
-            return length  # nothing measured yet: draft, and learn
-        speed = self.given / self.seconds  # tokens per second, which the added seconds forgo
-        a = min(self.rate(kind), 0.999)
+    def share(self, drafts: list[tuple[str, int]], rows: int) -> list[int]:
+        """How many tokens of each draft, given as (kind, length), to verify in a step of `rows`
+        rows without them (0: none)."""
+        plain = self.curve.seconds(rows)
+        if plain is None or plain <= 0:
+            return [length for _, length in drafts]  # nothing measured yet: draft, and learn
+        # what the step gives per second without drafts (a token per stream): drafts pay only if
+        # they give more. Not the rate of the steps so far: at 16 streams, drafts that let a few
+        # streams finish early would lower that, and so the bar, while the streams left run in
+        # smaller, less efficient batches
+        speed = rows / plain
         spent, proposed = self.proposing
-        per_proposed = spent / proposed if kind == DRAFT and proposed > 0 else 0.0
-        best, best_gain = 0, 0.0
-        for c in _counts(length):
-            gain = a * (1 - a**c) / (1 - a) - speed * (self.curve.extra(batch, c) + c * per_proposed)
-            if gain > best_gain:
-                best, best_gain = c, gain
-        return best
+        toll = speed * spent / proposed if proposed > 0 else 0.0  # a draft model's, per token
+        tokens: list[tuple[float, int, int]] = []  # (worth, position in its draft, draft)
+        for i, (kind, length) in enumerate(drafts):
+            a = min(self.rate(kind), 0.999)
+            cost = toll if kind == DRAFT else 0.0
+            chance = 1.0
+            for j in range(length):
+                chance *= a
+                if chance <= cost:
+                    break  # the later tokens of this draft are worth less still
+                tokens.append((chance - cost, j, i))
+        # most likely first; of equals, the earlier positions, so that streams share alike
+        tokens.sort(key=lambda t: (-t[0], t[1]))
+        best, best_gain, worth = 0, 0.0, 0.0
+        for k, (value, _, _) in enumerate(tokens, 1):
+            worth += value
+            if k in _COUNTS or k == len(tokens):
+                gain = worth - speed * self.curve.extra(rows, k)
+                if gain > best_gain:
+                    best, best_gain = k, gain
+        counts = [0] * len(drafts)
+        for _, _, i in tokens[:best]:
+            counts[i] += 1
+        return counts
 
 
-def _counts(length: int) -> list[int]:
-    """The counts tried for a draft of `length` tokens: powers of two and the whole (the gain is
-    smooth in the count; trying every one would cost a step's time at 16 streams)."""
-    out = [1 << i for i in range(length.bit_length()) if 1 << i < length]
-    return [*out, length]
+# The numbers of drafted tokens a step tries: 1, 2, 3, 4, 6, 8, 12, 16, ... (the gain is smooth in
+# the count; trying every one would cost a millisecond at 16 streams)
+_COUNTS = frozenset(m << i for i in range(16) for m in (2, 3)) | {1}

@@ -407,7 +407,6 @@ class Scheduler:
             return
         batch.n_tokens = n
         started = time.perf_counter()
-        given = sum(seq.completion_tokens for seq, *_ in outputs)  # before this step
         rc = ll.llama_decode(self.ctx, batch)
         self.steps += 1
         if rc != 0:
@@ -422,21 +421,20 @@ class Scheduler:
         for seq, index, source, draft in outputs:
             self._after_logits(seq, index, source, draft)
         if timed and self.economy is not None:
-            given = sum(seq.completion_tokens for seq, *_ in outputs) - given
-            self.economy.observe_step(n, time.perf_counter() - started, given)
+            self.economy.observe_step(n, time.perf_counter() - started)
 
     def _drafts(
         self, members: list[Sequence], room: int, rows: int, crowded: bool
     ) -> dict[int, tuple[str, list[int]]]:
         """Tokens to verify after each generating stream's next one, by id(seq), with their
-        source: n-gram lookup where it finds a match (it costs nothing), else the draft model, for
-        all the streams that want one in one go; in a crowded step only lookups that match the
-        last `crowded_match` tokens. No more than the batch, the context and the request's
-        max_tokens have room for, nor than pays for itself in a batch of `rows` rows and the
-        drafts before it (DraftEconomy)."""
+        source: n-gram lookup where it finds a match (it costs nothing) unless the draft model's
+        drafts are kept more often than that kind of match's, else the draft model, for all the
+        streams that want one in one go; in a crowded step only lookups that match the last
+        `crowded_match` tokens. No more than the batch, the context and the request's max_tokens
+        have room for, nor than pays for itself in a step of `rows` rows (DraftEconomy)."""
         min_match = self.speculation.crowded_match if crowded else 0
-        out: dict[int, tuple[str, list[int]]] = {}
-        wants: list[tuple[Sequence, DraftWant]] = []
+        # (stream, kind, how many tokens it may draft, the lookup's draft or None for the model's)
+        candidates: list[tuple[Sequence, str, int, list[int] | None]] = []
         for seq in members:
             # not before the first token: a prompt found cached leaves one token to decode, and a
             # draft in that step would hold its first token back for the whole verification (on
@@ -453,22 +451,28 @@ class Scheduler:
                 if seq.drafter is not None
                 else []
             )
-            if draft:
-                assert seq.drafter is not None
-                seq.draft_kind = draft_kind(NGRAM, seq.drafter.matched)
-                draft = draft[: self._worth(seq.draft_kind, len(draft), rows)]
-            if draft:
-                out[id(seq)] = (NGRAM, draft)
-                rows += len(draft)
-            elif crowded:
+            kind = draft_kind(NGRAM, seq.drafter.matched) if seq.drafter is not None and draft else ""
+            model = None if crowded or seq.draft_length is None else seq.draft_length.budget(limit)
+            if model and (not draft or self._rather_model(kind)):
+                candidates.append((seq, DRAFT, model, None))
+            elif draft:
+                candidates.append((seq, kind, len(draft), draft))
+        counts = (
+            self.economy.share([(kind, length) for _, kind, length, _ in candidates], rows)
+            if self.economy is not None
+            else [length for _, _, length, _ in candidates]
+        )
+        out: dict[int, tuple[str, list[int]]] = {}
+        wants: list[tuple[Sequence, DraftWant]] = []
+        for (seq, kind, _, lookup), count in zip(candidates, counts, strict=True):
+            if count == 0:
                 continue
-            elif (
-                seq.draft_length is not None
-                and (count := self._worth(DRAFT, seq.draft_length.budget(limit), rows)) > 0
-            ):
-                seq.draft_kind = DRAFT
+            seq.draft_kind = kind
+            if lookup is not None:
+                out[id(seq)] = (NGRAM, lookup[:count])
+            else:
+                assert seq.slot is not None
                 wants.append((seq, DraftWant(seq.slot.seq_id, seq, seq.history, count)))
-                rows += count
         if wants:
             assert self.model_drafter is not None
             started = time.perf_counter()
@@ -480,10 +484,11 @@ class Scheduler:
                 out[id(seq)] = (DRAFT, proposed.get(want.seq_id, []))
         return out
 
-    def _worth(self, kind: str, length: int, rows: int) -> int:
-        """How many of `length` drafted tokens of `kind` to verify in a batch of `rows` rows so
-        far (draft_economy.DraftEconomy)."""
-        return length if self.economy is None else self.economy.worth(kind, length, rows)
+    def _rather_model(self, kind: str) -> bool:
+        """Whether a stream with a draft model drafts with it rather than by a lookup of `kind`:
+        where its drafts are kept more often than such lookups' (measured; unpriced, the lookup,
+        which costs nothing to propose)."""
+        return self.economy is not None and self.economy.rate(DRAFT) > self.economy.rate(kind)
 
     def _pool_view(self, seq: Sequence) -> PoolView | None:
         """The pool, for a stream that may draft from it. Not for a seeded request: drafts from

@@ -74,3 +74,20 @@ def test_a_draft_that_cannot_load_leaves_the_engine_serving_without_it(
         "serving without the draft model" in r.getMessage() and str(draft) in r.getMessage()
         for r in caplog.records
     ), caplog.text
+
+
+def test_the_priced_rule_with_both_sources_keeps_the_greedy_text() -> None:
+    """Lookup and a draft model both on, with the priced rule choosing what each step verifies and
+    which source each stream drafts with: the greedy text is the plain engine's."""
+    model = LlamaModelConfig(path=tiny_model("qwen3"))
+    context = ContextSettings(ctx=1024, parallel=4, threads=2, kv_unified=False)
+    plain = LlamaCppEngine(EngineConfig(model, context))
+    draft = LlamaModelConfig(tiny_model("qwen3", "Q8_0"))
+    spec = LlamaCppEngine(EngineConfig(model, context, SpeculationSettings(ngram=True), draft=draft))
+    requests = [GenerationRequest(p, 160, GREEDY, ignore_eos=True) for p in PROMPTS]
+    try:
+        assert generate(spec, requests) == generate(plain, requests)
+        assert spec.stats().spec_drafted, "nothing was drafted: the rule was not exercised"
+    finally:
+        spec.close()
+        plain.close()
