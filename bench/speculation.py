@@ -191,7 +191,7 @@ def bench_model(model: Path, args: argparse.Namespace, log_dir: Path) -> None:
                     round_no = len(runs[labels[0]])
                     batch = prompts(workload, round_no)
                     # every other round in the opposite order, so that a drift of the machine
-                    # within a round (rounds of one server here vary by up to 8 %) favours neither
+                    # within a round (rounds of one server here vary by up to 15 %) favours neither
                     # of two servers that follow each other
                     for server in servers if round_no % 2 == 0 else servers[::-1]:
                         runs[server.name].append(asyncio.run(load(server, c, batch, args.max_tokens)))

@@ -66,9 +66,10 @@ class StepCurve:
     def observe(self, tokens: int, seconds: float) -> None:
         self.clock += 1
         self._curve = None
-        p = self.points.get(_bucket(tokens))
+        key = _bucket(tokens)
+        p = self.points.get(key)
         if p is None:
-            self.points[_bucket(tokens)] = [1.0, float(tokens), seconds, float(self.clock)]
+            self.points[key] = [1.0, float(tokens), seconds, float(self.clock)]
             return
         w = p[0] * self.decay ** (self.clock - p[3])
         p[1] = (p[1] * w + tokens) / (w + 1)
