@@ -331,3 +331,48 @@ def test_a_request_asked_again_drafts_from_the_pool(arch: str) -> None:
     # 6 and 33 without the pool; not all: a draft starts at 8 tokens and grows, and in the tiny
     # model's looping reply one run of 16 tokens has several followers, of which the pool keeps one)
     assert accepted[16][1] > accepted[0][1] and accepted[16][1] >= 30, accepted
+
+
+def test_a_step_wider_than_any_before_is_not_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The priced rule learns what a step costs from the steps it times, except a step that reads
+    more rows of logits than any before it: llama.cpp grows its output buffer for that step, once,
+    and timed it reads about twice as dear per row as later steps of its size (on Gemma 3 270M at
+    16 streams), which stopped drafts of that size."""
+    import llama_cpp.llama_cpp as ll
+
+    model = LlamaModelConfig(path=tiny_model("qwen3"))
+    context = ContextSettings(ctx=1024, parallel=4, threads=2)
+    engine = LlamaCppEngine(EngineConfig(model, context, SpeculationSettings(ngram=True)))
+    economy = engine.scheduler.economy
+    assert economy is not None, "the priced rule is the default"
+    steps: list[list[int]] = []  # [rows with logits, timed]
+    decode, observe = ll.llama_decode, economy.observe_step
+
+    def recording_decode(ctx: object, batch: ll.llama_batch) -> int:
+        steps.append([sum(1 for i in range(batch.n_tokens) if batch.logits[i]), 0])
+        return decode(ctx, batch)
+
+    def recording_observe(tokens: int, seconds: float) -> None:
+        assert steps[-1][0] == tokens  # a step is timed right after its own decode
+        steps[-1][1] = 1
+        observe(tokens, seconds)
+
+    monkeypatch.setattr(ll, "llama_decode", recording_decode)
+    monkeypatch.setattr(economy, "observe_step", recording_observe)
+    try:
+        requests = [GenerationRequest(p, 60, GREEDY, ignore_eos=True) for p in PROMPTS]
+        generate(engine, requests)
+        generate(engine, requests[:1])
+    finally:
+        engine.close()
+    timed = [rows for rows, t in steps if t]
+    assert timed and engine.stats().spec_drafted, steps  # steps were timed, and drafts verified
+    widest = 0
+    new_widths = 0
+    for rows, t in steps:
+        if t:
+            assert rows <= widest, f"a step of {rows} rows was timed, wider than any before ({widest})"
+        elif rows > widest and widest:
+            new_widths += 1
+        widest = max(widest, rows)
+    assert new_widths > 0, steps  # drafts made wider steps than plain ones, and those were skipped
