@@ -437,7 +437,8 @@ class Scheduler:
         drafts are kept more often than that kind of match's, else the draft model, for all the
         streams that want one in one go; in a crowded step only lookups that match the last
         `crowded_match` tokens. No more than the batch, the context and the request's max_tokens
-        have room for, nor than pays for itself in a step of `rows` rows (DraftEconomy)."""
+        have room for, nor than pays for itself in a step of `rows` rows (DraftEconomy; whether
+        requests wait for a slot tells it what a kept token spares the batch)."""
         min_match = self.speculation.crowded_match if crowded else 0
         # (stream, kind, how many tokens it may draft, the lookup's draft or None for the model's)
         candidates: list[tuple[Sequence, str, int, list[int] | None]] = []
@@ -464,7 +465,7 @@ class Scheduler:
             elif draft:
                 candidates.append((seq, kind, len(draft), draft))
         counts = (
-            self.economy.share([(kind, length) for _, kind, length, _ in candidates], rows)
+            self.economy.share([(k, length) for _, k, length, _ in candidates], rows, bool(self.waiting))
             if self.economy is not None
             else [length for _, _, length, _ in candidates]
         )
