@@ -186,12 +186,14 @@ class DraftEconomy:
         # server: about 6.4 ms a row so, against 7.2 a row of a whole step of 16). The count
         # chosen must not cost the batch more than `_BATCH_SLACK` of the step on that count: on a
         # GPU, where a drafted row costs next to nothing, a stream that copies still drafts when
-        # the others do not; on a CPU, drafts a tenth of which fail do not slow 16 streams down.
+        # the others do not; on a CPU, one stream of 16 does not verify drafts a tenth of which
+        # fail.
         drafting = rows if waiting else sum(1 for _, length in drafts if length > 0)
         batch_row = self.curve.spared(rows, max(1, drafting)) or 0.0
         spent, proposed = self.proposing
         toll = spent / proposed if proposed > 0 else 0.0  # a draft model's seconds per token
-        tokens: list[tuple[float, int, int, float]] = []  # (worth, position, draft, toll)
+        # (worth in seconds, position in its draft, draft, chance it is kept, proposing toll)
+        tokens: list[tuple[float, int, int, float, float]] = []
         for i, (kind, length) in enumerate(drafts):
             a = min(self.rate(kind), 0.999)
             cost = toll if kind == DRAFT else 0.0
@@ -200,21 +202,20 @@ class DraftEconomy:
                 chance *= a
                 if chance * per_row <= cost:
                     break  # the later tokens of this draft are worth less still
-                tokens.append((chance * per_row - cost, j, i, cost))
+                tokens.append((chance * per_row - cost, j, i, chance, cost))
         # most likely first; of equals, the earlier positions, so that streams share alike
         tokens.sort(key=lambda t: (-t[0], t[1]))
         best, best_gain, worth, kept, tolls = 0, 0.0, 0.0, 0.0, 0.0
-        for k, (value, _, _, cost) in enumerate(tokens, 1):
-            worth, tolls = worth + value, tolls + cost
-            kept += (value + cost) / per_row
+        for k, (value, _, _, chance, cost) in enumerate(tokens, 1):
+            worth, kept, tolls = worth + value, kept + chance, tolls + cost
             if k in _COUNTS or k == len(tokens):
-                extra = max(0.0, (self.curve.seconds(rows + k) or plain) - plain)
+                extra = self.curve.extra(rows, k)
                 gain = worth - extra
                 batch = kept * batch_row - tolls - extra
                 if gain > best_gain and batch >= -_BATCH_SLACK * plain:
                     best, best_gain = k, gain
         counts = [0] * len(drafts)
-        for _, _, i, _ in tokens[:best]:
+        for _, _, i, _, _ in tokens[:best]:
             counts[i] += 1
         return counts
 
