@@ -177,7 +177,7 @@ def test_what_fewer_rows_spare_a_step() -> None:
 FIXED_CPU = (0.040, 0.004)
 
 
-def test_drafts_that_others_wait_for_do_not_slow_the_batch() -> None:
+def test_one_stream_of_many_drafts_only_what_the_batch_can_afford() -> None:
     e = timed(FIXED_CPU, [(s, d) for s in (1, 4, 8, 15, 16) for d in (0, 4, 16, 32, 64, 128)])
     e.record[RUN] = [900.0, 1000.0]
     # one stream of 16 drafts and nothing waits: the other 15 keep the steps going, its kept
